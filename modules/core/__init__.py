@@ -1,0 +1,1 @@
+"""Core: models, sampling, generation; no web framework imports."""

@@ -1,0 +1,1 @@
+"""Service: settings, generation service, HTTP API."""

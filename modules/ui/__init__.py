@@ -1,0 +1,1 @@
+"""UI: Gradio views over the service layer."""
