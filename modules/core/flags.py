@@ -229,7 +229,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "no_download_sd_model", "skip_prepare_environment", "skip_install",
     "skip_python_version_check", "skip_version_check", "no_hashing", "disable_safe_unpickle",
     "loglevel", "f", "ui_debug_mode", "no_half_vae", "disable_console_progressbars",
-    "test_server",
+    "test_server", "device_id", "api_auth", "gradio_auth", "gradio_auth_path", "disable_nan_check",
+    "no_prompt_history", "timeout_keep_alive",
 })
 
 NOP: frozenset[str] = frozenset({

@@ -1,0 +1,157 @@
+"""Prompt text → CLIP conditioning, the way A1111 builds it (``a1111-compat.md`` §5.3–§5.5).
+
+A prompt is split into weighted segments, tokenized without BOS/EOS, packed into chunks of 75 tokens
+(a ``BREAK`` or a full chunk starts the next one; with comma backtrack, the words after a recent
+comma move to the next chunk), each chunk becomes ``[BOS] + 75 tokens + [EOS]`` padded with EOS,
+chunks are encoded separately and concatenated along the token axis, and emphasis weights are
+applied to the encoder output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from modules.core.conditioning.emphasis import BREAK_MARKER, parse_prompt_attention
+
+CHUNK_LENGTH = 75
+EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
+
+
+@dataclass
+class PromptChunk:
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    clip_skip: int = 1  # A1111's "Clip skip" / CLIP_stop_at_last_layers, 1..12
+    emphasis: str = "Original"
+    comma_padding_backtrack: int = 20
+
+
+class ClipTextConditioner:
+    def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel, options: TextOptions = TextOptions()):
+        if options.emphasis not in EMPHASIS_MODES:
+            raise ValueError(f"emphasis must be one of {', '.join(EMPHASIS_MODES)}; got {options.emphasis!r}")
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.options = options
+        self.id_start = tokenizer.bos_token_id
+        self.id_end = tokenizer.eos_token_id
+        self.comma_token = tokenizer.get_vocab().get(",</w>")
+
+    def _segments(self, line: str) -> list[tuple[str, float]]:
+        if self.options.emphasis == "None":
+            return [(line, 1.0)]
+        return parse_prompt_attention(line)
+
+    def tokenize_line(self, line: str) -> tuple[list[PromptChunk], int]:
+        """Chunks of 77 tokens with per-token weights, and the prompt's token count."""
+        segments = self._segments(line)
+        token_lists = self.tokenizer([text for text, _ in segments], truncation=False, add_special_tokens=False)["input_ids"]
+        packer = _ChunkPacker(self.id_start, self.id_end, self.comma_token, self.options.comma_padding_backtrack)
+        for tokens, segment in zip(token_lists, segments):
+            if segment == BREAK_MARKER:
+                packer.next_chunk()
+                continue
+            for token in tokens:
+                packer.add(token, segment[1])
+        return packer.finish()
+
+    def token_count(self, line: str) -> tuple[int, int]:
+        """(tokens used, tokens available) as the UI counter shows them, e.g. (12, 75)."""
+        _, count = self.tokenize_line(line)
+        return count, math.ceil(max(count, 1) / CHUNK_LENGTH) * CHUNK_LENGTH
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), 77·chunks, width); shorter prompts get empty chunks."""
+        batch = [self.tokenize_line(text)[0] for text in texts]
+        chunk_count = max(len(chunks) for chunks in batch)
+        parts = []
+        for index in range(chunk_count):
+            column = [chunks[index] if index < len(chunks) else self._empty_chunk() for chunks in batch]
+            parts.append(self._encode_chunks(column))
+        return torch.hstack(parts)
+
+    def _empty_chunk(self) -> PromptChunk:
+        return PromptChunk([self.id_start] + [self.id_end] * (CHUNK_LENGTH + 1), [1.0] * (CHUNK_LENGTH + 2))
+
+    def _encode_chunks(self, chunks: list[PromptChunk]) -> torch.Tensor:
+        device = self.encoder.device
+        tokens = torch.asarray([c.tokens for c in chunks], device=device)
+        z = self._hidden_states(tokens)
+        multipliers = torch.asarray([c.multipliers for c in chunks], device=device)
+        return apply_emphasis(z, multipliers, self.options.emphasis)
+
+    def _hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        skip = self.options.clip_skip
+        if skip <= 1:
+            return self.encoder(input_ids=tokens).last_hidden_state
+        outputs = self.encoder(input_ids=tokens, output_hidden_states=True)
+        return self.encoder.final_layer_norm(outputs.hidden_states[-skip])
+
+
+def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode in ("None", "Ignore"):
+        return z
+    weighted = z * multipliers.reshape(multipliers.shape + (1,)).expand(z.shape).to(z.dtype)
+    if mode == "No norm":
+        return weighted
+    # "Original": restore the chunk's mean so emphasis changes direction, not overall magnitude.
+    return weighted * (z.mean() / weighted.mean())
+
+
+class _ChunkPacker:
+    """Packs weighted tokens into 75-token chunks (A1111's tokenize_line state machine)."""
+
+    def __init__(self, id_start: int, id_end: int, comma_token: int | None, backtrack: int):
+        self.id_start, self.id_end = id_start, id_end
+        self.comma_token, self.backtrack = comma_token, backtrack
+        self.chunks: list[PromptChunk] = []
+        self.chunk = PromptChunk()
+        self.token_count = 0
+        self.last_comma = -1
+
+    def next_chunk(self, is_last: bool = False) -> None:
+        chunk = self.chunk
+        self.token_count += len(chunk.tokens) if is_last else CHUNK_LENGTH
+        padding = CHUNK_LENGTH - len(chunk.tokens)
+        if padding > 0:
+            chunk.tokens += [self.id_end] * padding
+            chunk.multipliers += [1.0] * padding
+        chunk.tokens = [self.id_start] + chunk.tokens + [self.id_end]
+        chunk.multipliers = [1.0] + chunk.multipliers + [1.0]
+        self.last_comma = -1
+        self.chunks.append(chunk)
+        self.chunk = PromptChunk()
+
+    def add(self, token: int, weight: float) -> None:
+        chunk = self.chunk
+        if token == self.comma_token:
+            self.last_comma = len(chunk.tokens)
+        elif (
+            self.backtrack != 0
+            and len(chunk.tokens) == CHUNK_LENGTH
+            and self.last_comma != -1
+            and len(chunk.tokens) - self.last_comma <= self.backtrack
+        ):
+            cut = self.last_comma + 1
+            moved_tokens, moved_weights = chunk.tokens[cut:], chunk.multipliers[cut:]
+            chunk.tokens, chunk.multipliers = chunk.tokens[:cut], chunk.multipliers[:cut]
+            self.next_chunk()
+            self.chunk.tokens, self.chunk.multipliers = moved_tokens, moved_weights
+        if len(self.chunk.tokens) == CHUNK_LENGTH:
+            self.next_chunk()
+        self.chunk.tokens.append(token)
+        self.chunk.multipliers.append(weight)
+
+    def finish(self) -> tuple[list[PromptChunk], int]:
+        if self.chunk.tokens or not self.chunks:
+            self.next_chunk(is_last=True)
+        return self.chunks, self.token_count

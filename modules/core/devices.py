@@ -1,0 +1,95 @@
+"""Device and dtype policy, and the memory manager: the only code that moves weights between devices.
+
+Decisions follow A1111's flags: ``--use-cpu all|sd`` keeps generation on the CPU; ``--no-half`` and
+``--precision full`` keep every weight in float32; ``--no-half-vae`` keeps the VAE in float32. Half
+precision is only used on CUDA: CPU kernels in fp16 are slow and some are missing.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+log = logging.getLogger("hanga")
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    device: torch.device
+    unet_dtype: torch.dtype
+    text_encoder_dtype: torch.dtype
+    vae_dtype: torch.dtype
+
+    @classmethod
+    def choose(
+        cls,
+        use_cpu: Iterable[str] = (),
+        no_half: bool = False,
+        no_half_vae: bool = False,
+        precision: str = "autocast",
+        device_id: int | None = None,
+        cuda_available: bool | None = None,
+    ) -> "DevicePolicy":
+        cpu_requested = {"all", "sd"} & {name.lower() for name in use_cpu}
+        if cuda_available is None:
+            cuda_available = torch.cuda.is_available()
+        if cpu_requested or not cuda_available:
+            device = torch.device("cpu")
+        else:
+            device = torch.device("cuda", device_id) if device_id is not None else torch.device("cuda")
+        full = no_half or precision == "full" or device.type == "cpu"
+        weights = torch.float32 if full else torch.float16
+        vae = torch.float32 if (full or no_half_vae) else torch.float16
+        return cls(device=device, unet_dtype=weights, text_encoder_dtype=weights, vae_dtype=vae)
+
+    def describe(self) -> str:
+        def name(dtype: torch.dtype) -> str:
+            return str(dtype).removeprefix("torch.")
+
+        return (
+            f"device {self.device}, UNet {name(self.unet_dtype)}, text encoder "
+            f"{name(self.text_encoder_dtype)}, VAE {name(self.vae_dtype)}"
+        )
+
+
+class MemoryManager:
+    """Places model components on the generation device in the policy's dtypes, and takes them off.
+
+    Later tiers (--medvram/--lowvram) swap components in and out here; nothing else calls ``.to``
+    on model weights.
+    """
+
+    def __init__(self, policy: DevicePolicy):
+        self.policy = policy
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+    def place(self, unet: torch.nn.Module, text_encoder: torch.nn.Module, vae: torch.nn.Module) -> None:
+        p = self.policy
+        _move(unet, p.device, p.unet_dtype)
+        _move(text_encoder, p.device, p.text_encoder_dtype)
+        _move(vae, p.device, p.vae_dtype)
+
+    def release(self, *modules: torch.nn.Module) -> None:
+        """Move modules off the accelerator and return the freed memory to the system."""
+        for module in modules:
+            module.to(device="cpu")
+        self.collect()
+
+    def collect(self) -> None:
+        gc.collect()
+        if self.policy.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Cast only when needed: diffusers warns on every ``.to(dtype=…)``, even a no-op one."""
+    if any(parameter.dtype != dtype for parameter in module.parameters()):
+        module.to(dtype=dtype)
+    module.to(device=device)

@@ -1,0 +1,1 @@
+"""Model families, architecture inference and single-file checkpoint loading."""

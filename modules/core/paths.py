@@ -1,0 +1,85 @@
+"""Where Hanga's code, configs and the user's data live.
+
+A1111 semantics: ``--data-dir`` is the base of all user data (default: the install directory);
+``--models-dir`` overrides ``<data>/models``; ``--ckpt-dir`` adds a checkpoint directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INSTALL_DIR = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Paths:
+    install: Path
+    data: Path
+    models: Path
+    extra_checkpoint_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    extra_checkpoint_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: str | Path | None = None,
+        models_dir: str | Path | None = None,
+        ckpt_dirs: tuple[str | Path, ...] = (),
+        ckpt_files: tuple[str | Path, ...] = (),
+        install: Path = INSTALL_DIR,
+    ) -> "Paths":
+        data = Path(data_dir).expanduser().resolve() if data_dir else install
+        models = Path(models_dir).expanduser().resolve() if models_dir else data / "models"
+        return cls(
+            install=install,
+            data=data,
+            models=models,
+            extra_checkpoint_dirs=tuple(Path(d).expanduser().resolve() for d in ckpt_dirs if d),
+            extra_checkpoint_files=tuple(Path(f).expanduser().resolve() for f in ckpt_files if f),
+        )
+
+    @property
+    def configs(self) -> Path:
+        return self.install / "configs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.models / "Stable-diffusion"
+
+    @property
+    def vae(self) -> Path:
+        return self.models / "VAE"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.data / "embeddings"
+
+    @property
+    def outputs(self) -> Path:
+        return self.data / "outputs"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data / "config.json"
+
+    @property
+    def cache_file(self) -> Path:
+        return self.data / "cache.json"
+
+    @property
+    def params_file(self) -> Path:
+        return self.data / "params.txt"
+
+    @property
+    def tmp(self) -> Path:
+        return self.data / "tmp"
+
+    def model_dirs(self) -> list[Path]:
+        """The model folders a new user is expected to find (created at start-up)."""
+        return [self.checkpoints, self.vae, self.models / "hypernetworks", self.models / "Lora", self.embeddings]
+
+    def resolve_output(self, configured: str) -> Path:
+        """Settings hold output dirs relative to the data dir (``outputs/txt2img-images``)."""
+        path = Path(configured).expanduser()
+        return path if path.is_absolute() else self.data / path

@@ -1,0 +1,1 @@
+"""Samplers, schedules and the CFG denoiser (k-diffusion style: small pure functions)."""

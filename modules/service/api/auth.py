@@ -1,0 +1,41 @@
+"""HTTP Basic credentials for ``--api-auth`` / ``--gradio-auth`` (``user:pass[,user2:pass2]``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+
+from fastapi import HTTPException, Request
+
+
+def parse_credentials(text: str | None) -> list[tuple[str, str]]:
+    """``user:pass`` pairs separated by commas or newlines (A1111's format); a bad entry is an error."""
+    pairs = []
+    for entry in (text or "").replace("\n", ",").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ValueError(f"credentials must look like user:password; got {entry.split(':')[0]!r}…")
+        pairs.append((user, password))
+    return pairs
+
+
+def basic_auth_dependency(credentials: list[tuple[str, str]]):
+    """A FastAPI dependency answering 401 + ``WWW-Authenticate: Basic`` unless a pair matches."""
+
+    def check(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, password = "", ""
+            if any(secrets.compare_digest(user, u) & secrets.compare_digest(password, p) for u, p in credentials):
+                return
+        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    return check

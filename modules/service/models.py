@@ -1,0 +1,130 @@
+"""The checkpoint list and the one loaded model.
+
+Loading goes through the restricted loader (``core/safe_load.py``); a missing, corrupt, unsafe or
+unsupported file raises ``ModelLoadError`` with a message for the user, and the previous model
+stays usable only if loading never started (one model is held at a time, like A1111's default).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from modules.core.checkpoints import CheckpointInfo, discover, find
+from modules.core.devices import MemoryManager
+from modules.core.generation.txt2img import ModelIdentity
+from modules.core.hash_cache import HashCache
+from modules.core.models.ldm_config import read_ldm_yaml
+from modules.core.models.loader import StableDiffusionModel, UnsupportedModelError, load_components
+from modules.core.paths import Paths
+from modules.core.safe_load import CorruptFileError, UnsafeFileError, load_state_dict
+
+log = logging.getLogger("hanga")
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    info: CheckpointInfo
+    model: StableDiffusionModel
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(name=self.info.stem, short_hash=self.info.shorthash)
+
+
+class ModelService:
+    def __init__(self, paths: Paths, memory: MemoryManager, hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False):
+        self.paths = paths
+        self.memory = memory
+        self.hashes = hashes
+        self.hashing = hashing
+        self.allow_unsafe = allow_unsafe
+        self._lock = threading.RLock()
+        self._checkpoints: list[CheckpointInfo] = []
+        self._loaded: LoadedModel | None = None
+        self.refresh()
+
+    # -- the list -------------------------------------------------------------------------------
+    def refresh(self) -> list[CheckpointInfo]:
+        found = discover([self.paths.checkpoints, *self.paths.extra_checkpoint_dirs], self.paths.extra_checkpoint_files)
+        with self._lock:
+            self._checkpoints = [self._with_cached_hash(info) for info in found]
+            return list(self._checkpoints)
+
+    def _with_cached_hash(self, info: CheckpointInfo) -> CheckpointInfo:
+        sha = self.hashes.cached(info.path, info.cache_key) if self.hashing else None
+        return replace(info, sha256=sha) if sha else info
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        with self._lock:
+            return list(self._checkpoints)
+
+    def titles(self) -> list[str]:
+        return [info.title for info in self.checkpoints]
+
+    def find(self, name: str) -> CheckpointInfo | None:
+        return find(self.checkpoints, name)
+
+    def folder_hint(self) -> str:
+        return f"Put a .safetensors or .ckpt checkpoint into {self.paths.checkpoints} and press the refresh button."
+
+    # -- the loaded model -----------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    def ensure_loaded(self, wanted: str | None) -> LoadedModel:
+        """The model for ``wanted`` (a title or alias; empty = current or first), loading if needed."""
+        with self._lock:
+            info = self._choose(wanted)
+            if self._loaded is not None and self._loaded.info.path == info.path:
+                return self._loaded
+            return self._load(info)
+
+    def _choose(self, wanted: str | None) -> CheckpointInfo:
+        if wanted:
+            info = self.find(wanted)
+            if info is None:
+                raise ModelLoadError(f"Checkpoint {wanted!r} not found. {self.folder_hint()}")
+            return info
+        if self._loaded is not None:
+            return self._loaded.info
+        if not self._checkpoints:
+            raise ModelLoadError(f"No checkpoint found. {self.folder_hint()}")
+        return self._checkpoints[0]
+
+    def _load(self, info: CheckpointInfo) -> LoadedModel:
+        started = time.perf_counter()
+        self.unload()
+        if not info.path.is_file():
+            raise ModelLoadError(f"{info.path}: file not found (was it moved or deleted? press refresh)")
+        if self.hashing:
+            info = replace(info, sha256=self.hashes.sha256(info.path, info.cache_key))
+            self._checkpoints = [info if c.path == info.path else c for c in self._checkpoints]
+        try:
+            state_dict = load_state_dict(info.path, allow_unsafe=self.allow_unsafe)
+            overrides = read_ldm_yaml(info.yaml) if info.yaml else None
+            model = load_components(state_dict, self.paths.configs, overrides)
+        except (UnsafeFileError, CorruptFileError, UnsupportedModelError) as error:
+            raise ModelLoadError(str(error)) from error
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise ModelLoadError(f"{info.path.name}: not a loadable Stable Diffusion checkpoint ({error})") from error
+        del state_dict
+        self.memory.place(*model.modules())
+        self._loaded = LoadedModel(info, model)
+        log.info("Model %s loaded in %.1fs (%s)", info.title, time.perf_counter() - started, self.memory.policy.describe())
+        return self._loaded
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._loaded is not None:
+                loaded, self._loaded = self._loaded, None
+                self.memory.release(*loaded.model.modules())

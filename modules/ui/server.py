@@ -1,0 +1,69 @@
+"""Assemble the web app: the HTTP API (with ``--api`` or ``--nowebui``) and the Gradio UI on one
+FastAPI application, served by uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+
+import gradio as gr
+import uvicorn
+from fastapi import Depends, FastAPI
+
+from modules.core.flags import server_name, server_port
+from modules.service.api.auth import basic_auth_dependency, parse_credentials
+from modules.service.api.routes import create_router, install_error_handlers
+from modules.service.generation import GenerationService
+from modules.ui.app import CSS, build_ui
+
+log = logging.getLogger("hanga")
+
+
+def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
+    app = FastAPI(title="Hanga", docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+    if flags.api or flags.nowebui:
+        api_auth = parse_credentials(flags.api_auth)
+        dependencies = [Depends(basic_auth_dependency(api_auth))] if api_auth else []
+        app.include_router(create_router(service), dependencies=dependencies)
+    if not flags.nowebui:
+        ui_auth = _gradio_credentials(flags)
+        app = gr.mount_gradio_app(
+            app,
+            build_ui(service),
+            path="",
+            auth=ui_auth or None,
+            allowed_paths=[str(service.paths.outputs)],
+            css=CSS,
+            footer_links=["api"] if flags.api else [],
+        )
+    return app
+
+
+def _gradio_credentials(flags: argparse.Namespace) -> list[tuple[str, str]]:
+    text = flags.gradio_auth or ""
+    if flags.gradio_auth_path:
+        with open(flags.gradio_auth_path, encoding="utf-8") as handle:
+            text = ",".join(filter(None, [text, handle.read()]))
+    return parse_credentials(text)
+
+
+def free_port(host: str, first: int, explicit: bool) -> int:
+    """The requested port; without ``--port``, the first free one from 7860 (like Gradio)."""
+    for port in ([first] if explicit else range(first, first + 100)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return port
+            except OSError:
+                continue
+    raise SystemExit(f"Port {first} on {host} is in use; choose another with --port.")
+
+
+def serve(app: FastAPI, flags: argparse.Namespace) -> None:
+    host = server_name(flags)
+    port = free_port(host, server_port(flags), explicit=bool(flags.port))
+    log.info("Running on local URL:  http://%s:%d", host if host != "0.0.0.0" else "127.0.0.1", port)
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=flags.timeout_keep_alive, log_level="warning")

@@ -1,0 +1,86 @@
+"""Hanga's entry point: parse A1111-style flags, build the service, serve the UI and the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import torch  # noqa: E402  (after the environment above)
+
+from modules.core.devices import DevicePolicy, MemoryManager  # noqa: E402
+from modules.core.flags import flags_from_environment, parse_flags  # noqa: E402
+from modules.core.hash_cache import HashCache  # noqa: E402
+from modules.core.paths import Paths  # noqa: E402
+from modules.service.generation import GenerationService, ServiceFlags  # noqa: E402
+from modules.service.models import ModelLoadError, ModelService  # noqa: E402
+from modules.service.settings import Settings  # noqa: E402
+from modules.ui.server import build_app, serve  # noqa: E402
+
+log = logging.getLogger("hanga")
+
+
+def create_service(flags) -> GenerationService:
+    paths = Paths.create(
+        data_dir=flags.data_dir,
+        models_dir=flags.models_dir,
+        ckpt_dirs=(flags.ckpt_dir,) if flags.ckpt_dir else (),
+        ckpt_files=(flags.ckpt,) if flags.ckpt else (),
+    )
+    for folder in paths.model_dirs():
+        folder.mkdir(parents=True, exist_ok=True)
+    policy = DevicePolicy.choose(
+        use_cpu=flags.use_cpu, no_half=flags.no_half, no_half_vae=flags.no_half_vae,
+        precision=flags.precision, device_id=flags.device_id,
+    )
+    if policy.device.type == "cpu" and not flags.skip_torch_cuda_test and "all" not in flags.use_cpu:
+        log.warning("No CUDA GPU is usable by torch %s; generating on the CPU (slow). "
+                    "Add --skip-torch-cuda-test to silence this.", torch.__version__)
+    models = ModelService(
+        paths, MemoryManager(policy), HashCache(paths.cache_file),
+        hashing=not flags.no_hashing, allow_unsafe=flags.disable_safe_unpickle,
+    )
+    settings = Settings(paths.config_file)
+    service = GenerationService(paths, settings, models, ServiceFlags(
+        nan_check=not flags.disable_nan_check,
+        prompt_history=not flags.no_prompt_history,
+        console_progress=not flags.disable_console_progressbars,
+    ))
+    if flags.ckpt:
+        wanted = os.path.realpath(flags.ckpt)
+        chosen = next((c for c in models.checkpoints if os.path.realpath(c.path) == wanted), None)
+        if chosen:
+            settings.set("sd_model_checkpoint", chosen.title, persist=False)
+    return service
+
+
+def preload_model(service: GenerationService) -> None:
+    """Load the selected checkpoint in the background so the first Generate does not wait."""
+    if not service.models.checkpoints:
+        log.warning("No checkpoint found. %s", service.models.folder_hint())
+        return
+
+    def load() -> None:
+        try:
+            service.select_checkpoint(service.settings.get("sd_model_checkpoint") or service.models.titles()[0])
+        except ModelLoadError as error:
+            log.error("%s", error)
+
+    threading.Thread(target=load, name="model-preload", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    flags = parse_flags(flags_from_environment(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=getattr(logging, (flags.loglevel or "INFO").upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(message)s")
+    service = create_service(flags)
+    if not flags.ui_debug_mode:
+        preload_model(service)
+    serve(build_app(service, flags), flags)
+
+
+if __name__ == "__main__":
+    main()
