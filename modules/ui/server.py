@@ -10,10 +10,11 @@ import socket
 import gradio as gr
 import uvicorn
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
 from modules.core.flags import server_name, server_port
 from modules.service.api.auth import basic_auth_dependency, parse_credentials
-from modules.service.api.routes import create_router, install_error_handlers
+from modules.service.api.routes import API_PREFIX, create_api
 from modules.service.generation import GenerationService
 from modules.ui.app import CSS, build_ui
 
@@ -21,12 +22,12 @@ log = logging.getLogger("hanga")
 
 
 def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
-    app = FastAPI(title="Hanga", docs_url="/docs", redoc_url=None)
-    install_error_handlers(app)
+    app = FastAPI(title="Hanga", docs_url=None, redoc_url=None, openapi_url=None)
     if flags.api or flags.nowebui:
         api_auth = parse_credentials(flags.api_auth)
         dependencies = [Depends(basic_auth_dependency(api_auth))] if api_auth else []
-        app.include_router(create_router(service), dependencies=dependencies)
+        app.mount(API_PREFIX, create_api(service, dependencies))
+        app.add_api_route("/docs", lambda: RedirectResponse(f"{API_PREFIX}/docs"), include_in_schema=False)
     if not flags.nowebui:
         ui_auth = _gradio_credentials(flags)
         app = gr.mount_gradio_app(
@@ -66,4 +67,7 @@ def serve(app: FastAPI, flags: argparse.Namespace) -> None:
     host = server_name(flags)
     port = free_port(host, server_port(flags), explicit=bool(flags.port))
     log.info("Running on local URL:  http://%s:%d", host if host != "0.0.0.0" else "127.0.0.1", port)
-    uvicorn.run(app, host=host, port=port, timeout_keep_alive=flags.timeout_keep_alive, log_level="warning")
+    # A bounded graceful shutdown: open browser tabs keep event streams alive, and Ctrl+C must not
+    # wait for them forever.
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=flags.timeout_keep_alive,
+                timeout_graceful_shutdown=3, log_level="warning")

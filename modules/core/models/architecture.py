@@ -23,6 +23,13 @@ def _indices(sd: StateDict, prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for key in sd if (m := pattern.match(key))})
 
 
+def _shape(sd: StateDict, key: str, what: str) -> torch.Size:
+    tensor = sd.get(key)
+    if tensor is None:
+        raise ValueError(f"the {what} is incomplete: tensor '{key}' is missing")
+    return tensor.shape
+
+
 def _heads(width: int, standard: int) -> int:
     if standard > 0 and width % standard == 0:
         return standard
@@ -31,7 +38,7 @@ def _heads(width: int, standard: int) -> int:
 
 def infer_unet_config(sd: StateDict, standard: dict, prefix: str = "model.diffusion_model.") -> dict:
     def shape(key: str) -> torch.Size:
-        return sd[prefix + key].shape
+        return _shape(sd, prefix + key, "U-Net")
 
     def has(key: str) -> bool:
         return prefix + key in sd
@@ -80,7 +87,7 @@ def _unet_heads(standard: int | list[int], widths: list[int]) -> int | list[int]
 
 def infer_vae_config(sd: StateDict, standard: dict, prefix: str = "first_stage_model.") -> dict:
     def shape(key: str) -> torch.Size:
-        return sd[prefix + key].shape
+        return _shape(sd, prefix + key, "VAE")
 
     levels = _indices(sd, prefix + "encoder.down.")
     config = dict(standard)
@@ -98,14 +105,18 @@ def infer_vae_config(sd: StateDict, standard: dict, prefix: str = "first_stage_m
 
 def infer_clip_text_config(sd: StateDict, standard: dict, prefix: str) -> dict:
     """``prefix`` ends just before ``embeddings.`` / ``encoder.`` (HF CLIPTextModel's text_model)."""
-    vocab, hidden = sd[prefix + "embeddings.token_embedding.weight"].shape
+
+    def shape(key: str) -> torch.Size:
+        return _shape(sd, prefix + key, "text encoder")
+
+    vocab, hidden = shape("embeddings.token_embedding.weight")
     config = dict(standard)
     config.update(
         vocab_size=int(vocab),
         hidden_size=int(hidden),
-        max_position_embeddings=int(sd[prefix + "embeddings.position_embedding.weight"].shape[0]),
+        max_position_embeddings=int(shape("embeddings.position_embedding.weight")[0]),
         num_hidden_layers=len(_indices(sd, prefix + "encoder.layers.")),
-        intermediate_size=int(sd[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0]),
+        intermediate_size=int(shape("encoder.layers.0.mlp.fc1.weight")[0]),
     )
     standard_heads = standard["num_attention_heads"] if hidden == standard["hidden_size"] else 0
     config["num_attention_heads"] = _heads(int(hidden), standard_heads)

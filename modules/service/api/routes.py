@@ -120,8 +120,17 @@ def info_json(outcome: Txt2ImgOutcome, clip_skip: int, styles: list[str] | None)
     return json.dumps(info, default=lambda o: None)
 
 
-def create_router(service: GenerationService) -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX)
+def create_api(service: GenerationService, dependencies: list | None = None) -> FastAPI:
+    """The API as its own application, mounted at ``API_PREFIX``: a GET on a POST-only route is
+    405 and an unknown route a JSON 404 even with the UI mounted at the site root."""
+    api = FastAPI(title="Hanga API (A1111-compatible)", docs_url="/docs", redoc_url=None, dependencies=dependencies or [])
+    install_error_handlers(api)
+    api.include_router(_routes(service))
+    return api
+
+
+def _routes(service: GenerationService) -> APIRouter:
+    router = APIRouter()
 
     @router.post("/txt2img", response_model=TextToImageResponse)
     def txt2img(body: Txt2ImgBody) -> TextToImageResponse:

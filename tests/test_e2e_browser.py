@@ -1,0 +1,173 @@
+"""End to end: start the real server (``webui.py``) on a free loopback port with a user's A1111
+flags, generate in Chromium, and check the PNG on disk, the API and the PNG Info tab."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect, sync_playwright
+
+from modules.core.hashing import file_sha256
+from modules.core.infotext import parse_infotext
+from modules.core.paths import INSTALL_DIR
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# Flags from a typical A1111 webui-user.sh; most are not implemented yet and must not stop start-up.
+A1111_FLAGS = ["--xformers", "--medvram", "--no-half-vae", "--opt-sdp-attention", "--enable-insecure-extension-access",
+               "--theme", "dark", "--some-extension-flag"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, *flags: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / "server.log"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COMMANDLINE_ARGS": " ".join(A1111_FLAGS)}
+        self.process = subprocess.Popen(
+            [sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(self.port), "--skip-torch-cuda-test", *flags],
+            cwd=INSTALL_DIR, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )
+        self._wait_until_ready()
+
+    def _wait_until_ready(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"server did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the server did not exit within 20 s of SIGTERM")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is required for the browser tests (test.sh installs it)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def set_number(page: Page, elem_id: str, value: int) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]").first
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def generate(page: Page, expected_file: Path) -> str:
+    """Click Generate and wait until the image is on disk and its infotext is shown."""
+    page.click("#txt2img_generate")
+    deadline = time.time() + 120
+    while not expected_file.exists():
+        assert time.time() < deadline, f"{expected_file} was not written"
+        time.sleep(0.2)
+    info = page.locator("#txt2img_html_info .infotext")
+    expect(info).to_contain_text("Steps: 6", timeout=30_000)
+    return info.inner_text()
+
+
+def test_generate_in_browser_writes_png_with_infotext(tmp_path, tiny_checkpoint, browser):
+    data = tmp_path / "data"
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    checkpoint = data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    server = Server(data, "--api")
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.fill("#txt2img_prompt textarea", "a photo of a cat")
+        page.fill("#txt2img_neg_prompt textarea", "blurry, ugly")
+        for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 6)):
+            set_number(page, elem_id, value)
+        page.fill("#txt2img_seed input", "1234")
+        page.locator("#txt2img_seed input").press("Tab")
+        folder = data / "outputs" / "txt2img-images" / datetime.date.today().isoformat()
+        first = folder / "00000-1234-a photo of a cat.png"
+        shown = generate(page, first)
+        with Image.open(first) as image:
+            text = image.info["parameters"]
+            first_pixels = np.asarray(image.convert("RGB"))
+        params = parse_infotext(text)
+        assert params["Prompt"] == "a photo of a cat" and params["Negative prompt"] == "blurry, ugly"
+        assert (params["Steps"], params["Sampler"], params["CFG scale"], params["Seed"]) == ("6", "DPM++ 2M", "7", "1234")
+        assert (params["Size-1"], params["Size-2"]) == ("64", "64")
+        assert params["Model hash"] == file_sha256(checkpoint)[:10] and params["Model"] == "tiny-sd1"
+        assert shown.replace("\n", "") == text.replace("\n", "")
+
+        second = folder / "00001-1234-a photo of a cat.png"
+        generate(page, second)  # the same request again: bit-identical pixels, next file number
+        with Image.open(second) as image:
+            assert np.array_equal(np.asarray(image.convert("RGB")), first_pixels)
+            assert image.info["parameters"] == text
+
+        body = {"prompt": "a photo of a cat", "negative_prompt": "blurry, ugly", "steps": 6, "sampler_name": "DPM++ 2M",
+                "cfg_scale": 7.0, "width": 64, "height": 64, "seed": 1234}
+        request = urllib.request.Request(server.url + "/sdapi/v1/txt2img", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            reply = json.load(response)
+        with Image.open(io.BytesIO(base64.b64decode(reply["images"][0]))) as from_api:
+            assert from_api.info["parameters"] == text
+            assert np.array_equal(np.asarray(from_api.convert("RGB")), first_pixels)
+
+        page.click("#tab_pnginfo-button")
+        page.locator("#pnginfo_image input[type=file]").set_input_files(str(first))
+        expect(page.locator("#pnginfo_html")).to_contain_text("Steps: 6, Sampler: DPM++ 2M", timeout=30_000)
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "not supported yet: --enable-insecure-extension-access, --medvram, --opt-sdp-attention, --theme, --xformers" in log
+    assert "ignoring unknown command-line arguments: --some-extension-flag" in log
+
+
+def test_without_checkpoint_the_ui_says_where_to_put_one(tmp_path, browser):
+    data = tmp_path / "empty"
+    server = Server(data)
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        notice = page.locator("#checkpoint_notice")
+        expect(notice).to_contain_text("No checkpoint found", timeout=30_000)
+        expect(notice).to_contain_text(str(data / "models" / "Stable-diffusion"))
+        page.click("#txt2img_generate")
+        expect(page.get_by_text("No checkpoint found").last).to_be_visible(timeout=30_000)
+    finally:
+        server.stop()
