@@ -13,9 +13,17 @@ from modules.core import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT.parent / "shared" / "spec" / "a1111-compat.md"
+# The §2.2 flag list extracted from the spec, kept with the tests so that a clean clone without
+# ../shared still checks every flag; test_vendored_flag_list_matches_the_spec keeps it honest.
+VENDORED = ROOT / "tests" / "data" / "a1111_flags.txt"
 
 
 def spec_flags() -> list[str]:
+    """Option strings of A1111's flag table (the vendored copy of the spec's list)."""
+    return VENDORED.read_text(encoding="utf-8").split()
+
+
+def flags_in_spec_text() -> list[str]:
     """Option strings named in the first column of the spec's §2.2 flag table."""
     text = SPEC.read_text(encoding="utf-8")
     section = text[text.index("### 2.2"):text.index("### 2.3")]
@@ -51,6 +59,11 @@ def test_spec_table_is_found():
     options = spec_flags()
     assert len(options) > 100
     assert {"-f", "--precision", "--lora-dir", "--swinir-models-path"} <= set(options)
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="the shared spec is not beside this checkout")
+def test_vendored_flag_list_matches_the_spec():
+    assert spec_flags() == flags_in_spec_text()
 
 
 @pytest.mark.parametrize("option", spec_flags())
