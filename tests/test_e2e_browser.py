@@ -148,6 +148,12 @@ def test_generate_in_browser_writes_png_with_infotext(tmp_path, tiny_checkpoint,
             assert from_api.info["parameters"] == text
             assert np.array_equal(np.asarray(from_api.convert("RGB")), first_pixels)
 
+        seed_field = page.locator("#txt2img_seed input")
+        page.click("#txt2img_random_seed")
+        expect(seed_field).to_have_value("-1")
+        page.click("#txt2img_reuse_seed")
+        expect(seed_field).to_have_value("1234")
+
         page.click("#tab_pnginfo-button")
         page.locator("#pnginfo_image input[type=file]").set_input_files(str(first))
         expect(page.locator("#pnginfo_html")).to_contain_text("Steps: 6, Sampler: DPM++ 2M", timeout=30_000)
