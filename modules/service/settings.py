@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from modules.core.atomic import keep_aside, write_json
+from modules.core.generation.request import InvalidRequest
 
 log = logging.getLogger("hanga")
 
 
-class InvalidSetting(ValueError):
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-        self.key = key
+class InvalidSetting(InvalidRequest):
+    """A setting value outside its type or range; ``field`` is the setting's key."""
 
 
 @dataclass(frozen=True)

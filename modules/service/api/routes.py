@@ -18,7 +18,6 @@ from modules.core.version import infotext_version
 from modules.service.api.models import PngInfoBody, PngInfoResponse, SDModelItem, TextToImageResponse, Txt2ImgBody
 from modules.service.generation import GenerationService, Txt2ImgOutcome
 from modules.service.models import ModelLoadError
-from modules.service.settings import InvalidSetting
 
 API_PREFIX = "/sdapi/v1"
 
@@ -36,8 +35,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def model_error(request: Request, error: Exception) -> JSONResponse:
         return _error(503, error)
 
-    app.add_exception_handler(InvalidRequest, invalid)
-    app.add_exception_handler(InvalidSetting, invalid)
+    app.add_exception_handler(InvalidRequest, invalid)  # InvalidSetting too (a subclass)
     app.add_exception_handler(ModelLoadError, model_error)
 
 
