@@ -127,7 +127,7 @@ def test_override_settings_apply_to_one_job(service):
         ({"steps": 2.5}, "steps", "whole number"),
         ({"cfg_scale": float("nan")}, "cfg_scale", "number"),
         ({"batch_size": 0}, "batch_size", "between 1 and 64"),
-        ({"sampler_name": "Euler b"}, "sampler_name", "DPM++ 2M, Euler a, Euler, DDIM"),
+        ({"sampler_name": "Euler b"}, "sampler_name", "DPM++ 2M, DPM++ SDE, DPM++ 2M SDE, DPM++ 2M SDE Heun, DPM++ 2S a, DPM++ 3M SDE, Euler a, Euler, LMS, Heun, DPM2, DPM2 a, DPM fast, DPM adaptive, Restart, DDIM, DDIM CFG++, PLMS, UniPC, LCM"),
         ({"scheduler": "Wobbly"}, "scheduler", "Karras"),
         ({"prompt": None}, "prompt", "text"),
     ],

@@ -13,7 +13,9 @@ from typing import Sequence
 
 import torch
 
-RNG_SOURCES = ("GPU", "CPU")
+from modules.core.rng_philox import PhiloxGenerator
+
+RNG_SOURCES = ("GPU", "CPU", "NV")
 MAX_SEED = 4294967294
 
 
@@ -29,8 +31,9 @@ def fix_seed(seed: int | str | None) -> int:
 
 
 def generator_device(source: str, device: torch.device) -> torch.device:
-    """"CPU" draws on the CPU on every machine; "GPU" draws on the generation device."""
-    if source == "CPU" or device.type == "mps":
+    """"CPU" draws on the CPU on every machine; "GPU" draws on the generation device; "NV" computes
+    CUDA's Philox stream on the CPU, so it is the same on every machine."""
+    if source in ("CPU", "NV") or device.type == "mps":
         return torch.device("cpu")
     return device
 
@@ -65,6 +68,9 @@ class ImageRNG:
         self.shape = tuple(int(s) for s in shape)
         self.seeds = list(seeds)
         self.device = device
+        if source not in RNG_SOURCES:
+            raise ValueError(f"unknown RNG source {source!r}; choose one of: {', '.join(RNG_SOURCES)}")
+        self.source = source
         self.draw_device = generator_device(source, device)
         self.subseeds = list(subseeds)
         self.subseed_strength = subseed_strength
@@ -73,10 +79,14 @@ class ImageRNG:
         self.generators = [self._generator(seed) for seed in self.seeds]
         self.is_first = True
 
-    def _generator(self, seed: int) -> torch.Generator:
+    def _generator(self, seed: int) -> torch.Generator | PhiloxGenerator:
+        if self.source == "NV":
+            return PhiloxGenerator(int(seed))
         return torch.Generator(self.draw_device).manual_seed(int(seed))
 
-    def _randn(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    def _randn(self, shape: tuple[int, ...], generator: torch.Generator | PhiloxGenerator) -> torch.Tensor:
+        if isinstance(generator, PhiloxGenerator):
+            return torch.from_numpy(generator.randn(shape))
         return torch.randn(shape, device=self.draw_device, generator=generator)
 
     def _noise_shape(self) -> tuple[int, ...]:

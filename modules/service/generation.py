@@ -15,14 +15,17 @@ from typing import Callable
 
 from modules.core.atomic import write_text
 from modules.core.conditioning.clip_text import TextOptions
+from modules.core.conditioning.token_count import prompt_token_count
 from modules.core.generation.request import Txt2ImgRequest
 from modules.core.generation.txt2img import GeneratedImage, GenerationOptions, GenerationResult, run_txt2img
 from modules.core.images import NameFields, apply_pattern, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
 from modules.core.sampling.run import SamplerOptions
+from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService
+from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.progress import JobState, ProgressSnapshot
 from modules.service.settings import Settings, SettingsView
 
@@ -108,6 +111,25 @@ class GenerationService:
             if self.settings.get("sd_model_checkpoint") != loaded.info.title:
                 self.settings.set("sd_model_checkpoint", loaded.info.title)
 
+    # -- infotext paste and the token counter ------------------------------------------------------
+    def paste(self, text: str) -> Pasted:
+        return paste(text, self.settings)
+
+    def last_infotext(self) -> str:
+        """The last generation's infotext (``params.txt``), for ↙ with an empty prompt box."""
+        try:
+            return self.paths.params_file.read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def overrides_from_entries(self, entries: list[str] | None) -> dict:
+        return overrides_from_entries(entries or [], self.settings)
+
+    def token_count(self, text: str, steps: int, positive: bool = True) -> tuple[int, int]:
+        loaded = self.models.loaded
+        tokenizer = loaded.model.tokenizer if loaded else load_clip_tokenizer(tokenizer_file(self.paths.configs))
+        return prompt_token_count(tokenizer, text, steps, positive, self.generation_options().text)
+
     def interrupt(self) -> None:
         self.state.interrupt()
 
@@ -125,6 +147,10 @@ class GenerationService:
             sampler=SamplerOptions(
                 eta_ancestral=s("eta_ancestral"), eta_ddim=s("eta_ddim"), s_churn=s("s_churn"), s_tmin=s("s_tmin"),
                 s_tmax=s("s_tmax"), s_noise=s("s_noise"), sigma_min=s("sigma_min"), sigma_max=s("sigma_max"), rho=s("rho"),
+                beta_alpha=s("beta_dist_alpha"), beta_beta=s("beta_dist_beta"),
+                always_discard_penultimate=s("always_discard_next_to_last_sigma"),
+                uni_pc_variant=s("uni_pc_variant"), uni_pc_skip_type=s("uni_pc_skip_type"),
+                uni_pc_order=s("uni_pc_order"), uni_pc_lower_order_final=s("uni_pc_lower_order_final"),
             ),
             randn_source=s("randn_source"),
             eta_noise_seed_delta=s("eta_noise_seed_delta"),
@@ -132,6 +158,8 @@ class GenerationService:
             add_model_name=s("add_model_name_to_info"),
             version=infotext_version() if s("add_version_to_infotext") else None,
             nan_check=self.flags.nan_check,
+            strip_comments=s("enable_prompt_comments"),
+            old_prompt_timelines=s("use_old_scheduling"),
         )
 
     # -- saving ---------------------------------------------------------------------------------

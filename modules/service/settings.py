@@ -10,80 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from modules.core.atomic import keep_aside, write_json
-from modules.core.generation.request import InvalidRequest
+from modules.service.settings_schema import SCHEMA, InvalidSetting, Setting
 
 log = logging.getLogger("hanga")
-
-
-class InvalidSetting(InvalidRequest):
-    """A setting value outside its type or range; ``field`` is the setting's key."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    default: Any
-    label: str
-    section: str
-    choices: tuple | Callable[[], Iterable[str]] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def validate(self, value: Any) -> Any:
-        expected = type(self.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
-            raise InvalidSetting(self.key, f"must be {expected.__name__}; got {value!r}")
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
-            raise InvalidSetting(self.key, f"must be between {self.minimum:g} and {self.maximum:g}; got {value!r}")
-        if isinstance(self.choices, tuple) and value not in self.choices:
-            raise InvalidSetting(self.key, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
-        return value
-
-
-SCHEMA: tuple[Setting, ...] = (
-    Setting("sd_model_checkpoint", "", "Stable Diffusion checkpoint", "sd"),
-    Setting("CLIP_stop_at_last_layers", 1, "Clip skip", "sd", minimum=1, maximum=12),
-    Setting("emphasis", "Original", "Emphasis mode", "sd", choices=("None", "Ignore", "Original", "No norm")),
-    Setting("comma_padding_backtrack", 20, "Prompt word wrap length limit", "sd", minimum=0, maximum=74),
-    Setting("randn_source", "GPU", "Random number generator source", "sd", choices=("GPU", "CPU")),
-    Setting("eta_noise_seed_delta", 0, "Eta noise seed delta", "sampler-params", minimum=0, maximum=2**31),
-    Setting("eta_ancestral", 1.0, "Eta for k-diffusion samplers", "sampler-params", minimum=0, maximum=1),
-    Setting("eta_ddim", 0.0, "Eta for DDIM", "sampler-params", minimum=0, maximum=1),
-    Setting("s_churn", 0.0, "sigma churn", "sampler-params", minimum=0, maximum=100),
-    Setting("s_tmin", 0.0, "sigma tmin", "sampler-params", minimum=0, maximum=10),
-    Setting("s_tmax", 0.0, "sigma tmax", "sampler-params", minimum=0, maximum=999),
-    Setting("s_noise", 1.0, "sigma noise", "sampler-params", minimum=0, maximum=1.1),
-    Setting("sigma_min", 0.0, "sigma min (0 = default)", "sampler-params", minimum=0),
-    Setting("sigma_max", 0.0, "sigma max (0 = default)", "sampler-params", minimum=0),
-    Setting("rho", 0.0, "rho (0 = default)", "sampler-params", minimum=0),
-    Setting("samples_save", True, "Always save all generated images", "saving-images"),
-    Setting("samples_format", "png", "File format for images", "saving-images", choices=("png",)),
-    Setting("samples_filename_pattern", "", "Images filename pattern", "saving-images"),
-    Setting("save_to_dirs", True, "Save images to a subdirectory", "saving-to-dirs"),
-    Setting("directories_filename_pattern", "[date]", "Directory name pattern", "saving-to-dirs"),
-    Setting("outdir_samples", "", "Output directory for images; if empty, per-tab directories", "saving-paths"),
-    Setting("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths"),
-    Setting("enable_pnginfo", True, "Save text information about generation parameters as chunks to png files", "infotext"),
-    Setting("add_model_hash_to_info", True, "Add model hash to infotext", "infotext"),
-    Setting("add_model_name_to_info", True, "Add model name to infotext", "infotext"),
-    Setting("add_version_to_infotext", True, "Add program version to infotext", "infotext"),
-    Setting("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list", "ui"),
-)
 
 
 class Settings:
     """Thread-safe settings values; ``set`` validates and persists."""
 
-    def __init__(self, path: Path | None, schema: Iterable[Setting] = SCHEMA):
+    def __init__(self, path: Path | None, schema: Iterable[Setting] | None = None):
         self.path = path
-        self.schema = {setting.key: setting for setting in schema}
+        self.schema = {setting.key: setting for setting in (SCHEMA if schema is None else schema)}
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {}
         if path is not None:

@@ -6,12 +6,14 @@ import gradio as gr
 
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
-from modules.ui import pnginfo_tab, txt2img_tab
+from modules.ui import pnginfo_tab, settings_tab, txt2img_tab
 
 CSS = """
 .infotext { font-size: 0.9em; word-break: break-word; white-space: normal; }
 #quicksettings { align-items: flex-end; }
 #quicksettings .refresh { max-width: 3em; min-width: 3em; }
+.token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -0.5em; }
+#settings_result .error { color: var(--error-text-color, #c00); }
 """
 
 
@@ -56,5 +58,7 @@ def build_ui(service: GenerationService) -> gr.Blocks:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = txt2img_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                pnginfo_tab.build(tabs, txt2img)
+                pnginfo_tab.build(tabs, txt2img, service)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings_tab.build(service.settings)
     return demo

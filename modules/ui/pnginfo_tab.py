@@ -8,9 +8,8 @@ import html
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from modules.core.infotext import parse_infotext
 from modules.core.png_meta import read_infotext
-from modules.core.sampling.samplers import UnknownSamplerError, resolve_sampler
+from modules.service.generation import GenerationService
 from modules.ui.txt2img_tab import Txt2ImgControls
 
 
@@ -36,27 +35,7 @@ def read_chunks(path: str | None) -> tuple[str, str]:
     return body, text or ""
 
 
-def paste_values(text: str, current: dict) -> list:
-    """Values for the txt2img controls from an infotext; what the text lacks stays as it is."""
-    params = parse_infotext(text)
-    values = dict(current)
-    values["prompt"] = params.get("Prompt", values["prompt"])
-    values["negative_prompt"] = params.get("Negative prompt", values["negative_prompt"])
-    try:
-        sampler, scheduler = resolve_sampler(str(params.get("Sampler", values["sampler"])), str(params.get("Schedule type", "Automatic")))
-        values["sampler"], values["scheduler"] = sampler.name, scheduler.label
-    except UnknownSamplerError:
-        pass
-    for key, name, cast in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
-                            ("Size-1", "width", int), ("Size-2", "height", int)):
-        try:
-            values[name] = cast(float(params[key]))
-        except (KeyError, ValueError, TypeError):
-            pass
-    return [values[name] for name in current]
-
-
-def build(tabs: gr.Tabs, txt2img: Txt2ImgControls) -> None:
+def build(tabs: gr.Tabs, txt2img: Txt2ImgControls, service: GenerationService) -> None:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload"], elem_id="pnginfo_image")
@@ -66,11 +45,7 @@ def build(tabs: gr.Tabs, txt2img: Txt2ImgControls) -> None:
             send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
     image.change(read_chunks, image, [shown, parameters])
 
-    controls = [txt2img.prompt, txt2img.negative_prompt, txt2img.sampler, txt2img.scheduler, txt2img.steps,
-                txt2img.cfg_scale, txt2img.seed, txt2img.width, txt2img.height]
-    names = ["prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "seed", "width", "height"]
+    def send_to_txt2img(text: str):
+        return [*txt2img.paste_updates(service.paste(text)), gr.Tabs(selected="txt2img")]
 
-    def send_to_txt2img(text: str, *current):
-        return [*paste_values(text, dict(zip(names, current))), gr.Tabs(selected="txt2img")]
-
-    send.click(send_to_txt2img, [parameters, *controls], [*controls, tabs])
+    send.click(send_to_txt2img, parameters, [*txt2img.paste_outputs(), tabs])

@@ -13,24 +13,30 @@ from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
+from modules.service.paste import Pasted
 from modules.service.progress import ProgressSnapshot
 
 USER_ERRORS = (InvalidRequest, ModelLoadError, NansError)
+SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 
 
 @dataclass
 class Txt2ImgControls:
-    """The components other tabs fill in (PNG Info's "Send to txt2img")."""
+    """Request-field components by field name, plus the paste targets other tabs fill in."""
 
-    prompt: gr.Textbox
-    negative_prompt: gr.Textbox
-    sampler: gr.Dropdown
-    scheduler: gr.Dropdown
-    steps: gr.Slider
-    width: gr.Slider
-    height: gr.Slider
-    cfg_scale: gr.Slider
-    seed: gr.Number
+    fields: dict[str, gr.components.Component]
+    seed_extras: gr.Checkbox
+    overrides: gr.Dropdown
+
+    def paste_outputs(self) -> list:
+        return [*self.fields.values(), self.seed_extras, self.overrides]
+
+    def paste_updates(self, pasted: Pasted) -> list:
+        updates = [gr.update(value=pasted.fields[name]) if name in pasted.fields else gr.skip() for name in self.fields]
+        varied = any(name in pasted.fields for name in SEED_EXTRAS)
+        extras = gr.update(value=True) if varied else gr.skip()
+        overrides = gr.update(choices=pasted.overrides, value=pasted.overrides, visible=bool(pasted.overrides))
+        return [*updates, extras, overrides]
 
 
 def infotext_html(infotext: str) -> str:
@@ -38,52 +44,89 @@ def infotext_html(infotext: str) -> str:
     return f'<div class="infotext">{"<br>".join(lines)}</div>'
 
 
-def build(service: GenerationService) -> Txt2ImgControls:
+def _slider(low, high, value, step, label, elem_id, **extra):
+    precision = 0 if float(step).is_integer() else None
+    return gr.Slider(low, high, value=value, step=step, precision=precision, label=label, elem_id=elem_id, **extra)
+
+
+def _prompts(fields: dict) -> tuple[gr.Button, gr.Button, gr.Button, gr.Button, gr.HTML, gr.HTML]:
     with gr.Row(elem_id="txt2img_toprow"):
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt", placeholder="Negative prompt")
+            fields["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt")
+            counter = gr.HTML("0/75", elem_id="txt2img_token_counter", elem_classes=["token-counter"])
+            fields["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt",
+                                                   placeholder="Negative prompt")
+            negative_counter = gr.HTML("0/75", elem_id="txt2img_negative_token_counter", elem_classes=["token-counter"])
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-            interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
-            skip = gr.Button("Skip", elem_id="txt2img_skip")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
+                skip = gr.Button("Skip", elem_id="txt2img_skip")
+            paste = gr.Button("↙", elem_id="txt2img_paste", elem_classes=["tool"])
+            gr.Markdown("↙ reads generation parameters from the prompt box (or the last image's, if it is empty)")
+    return generate, interrupt, skip, paste, counter, negative_counter
+
+
+def _parameters(fields: dict) -> tuple[gr.Button, gr.Button, gr.Checkbox]:
+    with gr.Row():
+        fields["sampler_name"] = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
+                                             elem_id="txt2img_sampling")
+        fields["scheduler"] = gr.Dropdown([s.label for s in SCHEDULERS], value="Automatic", label="Schedule type",
+                                          elem_id="txt2img_scheduler")
+    fields["steps"] = _slider(1, 150, 20, 1, "Sampling steps", "txt2img_steps")
+    with gr.Row():
+        with gr.Column():
+            fields["width"] = _slider(64, 2048, 512, 8, "Width", "txt2img_width")
+            fields["height"] = _slider(64, 2048, 512, 8, "Height", "txt2img_height")
+        with gr.Column():
+            fields["n_iter"] = _slider(1, 100, 1, 1, "Batch count", "txt2img_batch_count")
+            fields["batch_size"] = _slider(1, 8, 1, 1, "Batch size", "txt2img_batch_size")
+    fields["cfg_scale"] = _slider(1, 30, 7, 0.5, "CFG Scale", "txt2img_cfg_scale")
+    with gr.Row():
+        fields["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id="txt2img_seed", scale=4)
+        random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", scale=0, min_width=48)
+        reuse_seed = gr.Button("♻", elem_id="txt2img_reuse_seed", scale=0, min_width=48)
+        seed_extras = gr.Checkbox(label="Extra", elem_id="txt2img_subseed_show", scale=0, min_width=80)
+    with gr.Group(visible=False, elem_id="txt2img_seed_extras") as extras_group:
+        with gr.Row():
+            fields["subseed"] = gr.Number(value=-1, precision=0, label="Variation seed", elem_id="txt2img_subseed")
+            fields["subseed_strength"] = _slider(0, 1, 0, 0.01, "Variation strength", "txt2img_subseed_strength")
+        with gr.Row():
+            fields["seed_resize_from_w"] = _slider(0, 2048, 0, 8, "Resize seed from width", "txt2img_seed_resize_from_w")
+            fields["seed_resize_from_h"] = _slider(0, 2048, 0, 8, "Resize seed from height", "txt2img_seed_resize_from_h")
+    seed_extras.change(lambda on: gr.Group(visible=on), seed_extras, extras_group, queue=False)
+    return random_seed, reuse_seed, seed_extras
+
+
+def build(service: GenerationService) -> Txt2ImgControls:
+    fields: dict[str, gr.components.Component] = {}
+    generate, interrupt, skip, paste, counter, negative_counter = _prompts(fields)
     with gr.Row():
         with gr.Column(scale=1):
-            with gr.Row():
-                sampler = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method", elem_id="txt2img_sampling")
-                scheduler = gr.Dropdown([s.label for s in SCHEDULERS], value="Automatic", label="Schedule type", elem_id="txt2img_scheduler")
-            steps = gr.Slider(1, 150, value=20, step=1, precision=0, label="Sampling steps", elem_id="txt2img_steps")
-            with gr.Row():
-                with gr.Column():
-                    width = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Width", elem_id="txt2img_width")
-                    height = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Height", elem_id="txt2img_height")
-                with gr.Column():
-                    batch_count = gr.Slider(1, 100, value=1, step=1, precision=0, label="Batch count", elem_id="txt2img_batch_count")
-                    batch_size = gr.Slider(1, 8, value=1, step=1, precision=0, label="Batch size", elem_id="txt2img_batch_size")
-            cfg_scale = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
-            with gr.Row():
-                seed = gr.Number(value=-1, precision=0, label="Seed", elem_id="txt2img_seed", scale=4)
-                random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", scale=0, min_width=48)
-                reuse_seed = gr.Button("♻", elem_id="txt2img_reuse_seed", scale=0, min_width=48)
+            random_seed, reuse_seed, seed_extras = _parameters(fields)
+            overrides = gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
+                                    elem_id="txt2img_override_settings")
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=2, format="png", height="auto")
             info = gr.HTML(elem_id="txt2img_html_info")
+    controls = Txt2ImgControls(fields, seed_extras, overrides)
     generation = gr.State({"seeds": [], "infotexts": []})
     selected = gr.State(0)
+    names = list(fields)
 
-    def run(prompt_text, negative_text, sampler_name, scheduler_name, step_count, w, h, count, size, cfg, seed_value,
-            progress=gr.Progress()):
-        request = Txt2ImgRequest(
-            prompt=prompt_text, negative_prompt=negative_text, steps=step_count, sampler_name=sampler_name,
-            scheduler=scheduler_name, cfg_scale=cfg, width=w, height=h, seed=int(seed_value),
-            batch_size=size, n_iter=count,
-        )
+    def run(*values, progress=gr.Progress()):
+        *field_values, extras_on, override_entries = values
+        chosen = dict(zip(names, field_values))
+        if not extras_on:  # A1111: without "Extra", variation seed and resize are not used
+            chosen.update(subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0)
 
         def report(snapshot: ProgressSnapshot) -> None:
-            progress(snapshot.progress, desc=f"Batch {snapshot.job_no + 1}/{snapshot.job_count}, step {snapshot.sampling_step}/{snapshot.sampling_steps}")
+            progress(snapshot.progress, desc=f"Batch {snapshot.job_no + 1}/{snapshot.job_count}, "
+                                             f"step {snapshot.sampling_step}/{snapshot.sampling_steps}")
 
         try:
-            outcome = service.txt2img(request, on_progress=report)
+            override_settings = service.overrides_from_entries(override_entries)
+            outcome = service.txt2img(Txt2ImgRequest(**chosen), override_settings=override_settings, on_progress=report)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
         images = outcome.result.images
@@ -92,18 +135,18 @@ def build(service: GenerationService) -> Txt2ImgControls:
         first = infotext_html(state["infotexts"][0]) if images else ""
         return shown, first, state, 0
 
-    inputs = [prompt, negative, sampler, scheduler, steps, width, height, batch_count, batch_size, cfg_scale, seed]
+    inputs = [*fields.values(), seed_extras, overrides]
     generate.click(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")
-    prompt.submit(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")
+    fields["prompt"].submit(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")
     interrupt.click(service.interrupt, queue=False)
     skip.click(service.skip, queue=False)
-    random_seed.click(lambda: -1, None, seed, queue=False)
+    random_seed.click(lambda: -1, None, fields["seed"], queue=False)
 
     def reuse(state: dict, index: int) -> int:
         seeds = state.get("seeds") or []
         return seeds[index] if 0 <= index < len(seeds) else -1
 
-    reuse_seed.click(reuse, [generation, selected], seed, queue=False)
+    reuse_seed.click(reuse, [generation, selected], fields["seed"], queue=False)
 
     def select(state: dict, event: gr.SelectData):
         texts = state.get("infotexts") or []
@@ -111,4 +154,14 @@ def build(service: GenerationService) -> Txt2ImgControls:
         return index, infotext_html(texts[index]) if index < len(texts) else ""
 
     gallery.select(select, [generation], [selected, info], queue=False)
-    return Txt2ImgControls(prompt, negative, sampler, scheduler, steps, width, height, cfg_scale, seed)
+    paste.click(lambda text: controls.paste_updates(service.paste(text or service.last_infotext())),
+                fields["prompt"], controls.paste_outputs(), queue=False)
+
+    def count(text: str, steps: int, positive: bool) -> str:
+        used, available = service.token_count(text or "", int(steps or 1), positive)
+        return f"{used}/{available}"
+
+    for box, counter_html, positive in ((fields["prompt"], counter, True), (fields["negative_prompt"], negative_counter, False)):
+        box.change(lambda text, steps, p=positive: count(text, steps, p), [box, fields["steps"]], counter_html,
+                   queue=False, show_progress="hidden", trigger_mode="always_last")
+    return controls

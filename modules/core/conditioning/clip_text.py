@@ -35,7 +35,8 @@ class TextOptions:
 
 
 class ClipTextConditioner:
-    def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel, options: TextOptions = TextOptions()):
+    def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel | None, options: TextOptions = TextOptions()):
+        """``encoder`` may be None when only tokenizing (the UI's token counter)."""
         if options.emphasis not in EMPHASIS_MODES:
             raise ValueError(f"emphasis must be one of {', '.join(EMPHASIS_MODES)}; got {options.emphasis!r}")
         self.tokenizer = tokenizer

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
-from modules.core.generation.request import Txt2ImgRequest
+from modules.core.conditioning.prompt_parser import extract_extra_networks, strip_comments
+from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
+from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import build_infotext, order_params
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.rng import ImageRNG, fix_seed
@@ -46,6 +48,8 @@ class GenerationOptions:
     add_model_name: bool = True  # add_model_name_to_info
     version: str | None = None  # written as "Version" when add_version_to_infotext
     nan_check: bool = True  # off with --disable-nan-check
+    strip_comments: bool = True  # enable_prompt_comments: "# …" to the end of a line is not prompt
+    old_prompt_timelines: bool = False  # use_old_scheduling (pre-1.6 prompt-editing step rules)
 
 
 class Progress(Protocol):
@@ -102,20 +106,27 @@ def run_txt2img(
 ) -> GenerationResult:
     request = request.validate()
     sampler, scheduler = resolve_sampler(request.sampler_name, request.scheduler)
-    sampling = plan(sampler, scheduler, options.sampler, request.eta)
-    result = _seeded_result(request, sampler.name)
-    result.extra_generation_params = dict(sampling.infotext)
-    conditioner = ClipTextConditioner(model.tokenizer, model.text_encoder, options.text)
     schedule = DiscreteSchedule(model.alphas_cumprod)
+    sampling = plan(sampler, scheduler, options.sampler, request.eta, schedule)
+    if "uni_pc_order" in sampler.params and options.sampler.uni_pc_order > request.steps:
+        raise InvalidRequest(
+            "steps", f"must be at least {options.sampler.uni_pc_order} with UniPC (its order setting); got {request.steps}"
+        )
+    result = _seeded_result(request, sampler.name, options)
+    result.extra_generation_params = dict(sampling.infotext)
+    conditioning = _Conditioning(
+        ClipTextConditioner(model.tokenizer, model.text_encoder, options.text),
+        steps=request.steps * (2 if sampler.second_order else 1),
+        old_timelines=options.old_prompt_timelines,
+    )
     unet = UNetDenoiser(model.unet, schedule, model.prediction_type)
-    encode = _cached(conditioner.encode)
     size = request.batch_size
     for batch in range(request.n_iter):
         if progress.interrupted():
             break
         span = slice(batch * size, (batch + 1) * size)
-        cond = encode(tuple(result.all_prompts[span]))
-        uncond = encode(tuple(result.all_negative_prompts[span]))
+        cond = conditioning.cond(result.all_prompts[span])
+        uncond = conditioning.uncond(result.all_negative_prompts[span])
         progress.start_batch(batch, request.n_iter, request.steps)
         rng = ImageRNG(
             shape=(model.latent_channels, request.height // model.vae_downscale, request.width // model.vae_downscale),
@@ -128,7 +139,7 @@ def run_txt2img(
             eta_noise_seed_delta=options.eta_noise_seed_delta,
         )
         denoiser = CFGDenoiser(
-            unet, lambda step: cond, lambda step: uncond, request.cfg_scale,
+            unet, cond.at, uncond.at, request.cfg_scale * sampler.cfg_scale_multiplier,
             timestep_kind=sampler.kind == "timestep", should_stop=progress.stop_requested,
         )
         latent, stopped = sample(sampling, request.steps, denoiser, rng, schedule, options.sampler, progress.step)
@@ -153,31 +164,47 @@ def run_txt2img(
     return result
 
 
-def _seeded_result(request: Txt2ImgRequest, sampler_name: str) -> GenerationResult:
+def _seeded_result(request: Txt2ImgRequest, sampler_name: str, options: GenerationOptions) -> GenerationResult:
     count = request.batch_size * request.n_iter
     seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
     vary = request.subseed_strength == 0
+    prompt, negative = request.prompt, request.negative_prompt
+    if options.strip_comments:
+        prompt, negative = strip_comments(prompt), strip_comments(negative)
     return GenerationResult(
         request=request,
         sampler_name=sampler_name,
-        all_prompts=[request.prompt] * count,
-        all_negative_prompts=[request.negative_prompt] * count,
+        all_prompts=[prompt] * count,
+        all_negative_prompts=[negative] * count,
         all_seeds=[seed + (k if vary else 0) for k in range(count)],
         all_subseeds=[subseed + k for k in range(count)],
     )
 
 
-def _cached(encode: Callable[[list[str]], torch.Tensor]) -> Callable[[tuple[str, ...]], torch.Tensor]:
-    """Batches with the same prompts share one encoding (the common case: batch count > 1)."""
-    last: dict[tuple[str, ...], torch.Tensor] = {}
+class _Conditioning:
+    """Encodes a batch's prompts into per-step conditioning; consecutive batches with the same
+    prompts (batch count > 1) reuse the previous encoding."""
 
-    def cached(prompts: tuple[str, ...]) -> torch.Tensor:
-        if prompts not in last:
-            last.clear()
-            last[prompts] = encode(list(prompts))
-        return last[prompts]
+    def __init__(self, conditioner: ClipTextConditioner, steps: int, old_timelines: bool):
+        self.encode = conditioner.encode
+        self.steps = steps
+        self.old_timelines = old_timelines
+        self._last: dict[str, tuple[tuple[str, ...], object]] = {}
 
-    return cached
+    def _cached(self, kind: str, key: tuple[str, ...], make):
+        last = self._last.get(kind)
+        if last is None or last[0] != key:
+            last = self._last[kind] = (key, make())
+        return last[1]
+
+    def cond(self, prompts: list[str]) -> CondBatch:
+        # Extra-network tags (<lora:…>, <hypernet:…>) are not text for the encoder; the networks
+        # themselves are applied by the model-zoo code. The negative prompt keeps its tags (A1111).
+        texts = [extract_extra_networks(prompt)[0] for prompt in prompts]
+        return self._cached("cond", tuple(texts), lambda: encode_cond(self.encode, texts, self.steps, None, self.old_timelines))
+
+    def uncond(self, prompts: list[str]) -> UncondBatch:
+        return self._cached("uncond", tuple(prompts), lambda: encode_uncond(self.encode, prompts, self.steps, None, self.old_timelines))
 
 
 def _check_for_nans(latent: torch.Tensor) -> None:

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from diffusers import UNet2DConditionModel
 
+from modules.core.conditioning.scheduled import CondsList
 from modules.core.sampling.noise_schedule import DiscreteSchedule
 
 
@@ -51,35 +52,55 @@ class UNetDenoiser:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance: ``uncond + cfg_scale · (cond − uncond)`` per image."""
+    """Classifier-free guidance over composable prompts, as A1111's CFGDenoiser.
+
+    ``conditioning(step)`` gives the stacked cond rows and, per image, its (row, weight) list;
+    ``uncond_at(step)`` one uncond row per image. The U-Net batch is each image's cond rows in
+    order, then the uncond rows; one call when the token lengths agree, otherwise cond rows and
+    uncond rows go separately. Result per image: ``uncond + Σ weight·scale·(cond − uncond)``.
+    """
 
     def __init__(
         self,
         model: UNetDenoiser,
-        cond_at: Callable[[int], torch.Tensor],
+        conditioning: Callable[[int], tuple[torch.Tensor, CondsList]],
         uncond_at: Callable[[int], torch.Tensor],
         cfg_scale: float,
         timestep_kind: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
     ):
         self.model = model
-        self.cond_at = cond_at
+        self.conditioning = conditioning
         self.uncond_at = uncond_at
         self.cfg_scale = cfg_scale
         self.predict = model.eps if timestep_kind else model.x0
         self.should_stop = should_stop
         self.step = 0
+        self.last_uncond: torch.Tensor | None = None  # CFG++ samplers step along the uncond prediction
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.should_stop():
             raise SamplingInterrupted()
-        cond, uncond = self.cond_at(self.step), self.uncond_at(self.step)
-        batch = x.shape[0]
+        cond, conds_list = self.conditioning(self.step)
+        uncond = self.uncond_at(self.step)
+        repeats = torch.tensor([len(rows) for rows in conds_list], device=x.device)
+        x_cond = torch.repeat_interleave(x, repeats, dim=0)
+        sigma_cond = torch.repeat_interleave(sigma, repeats, dim=0)
         if cond.shape[1] == uncond.shape[1]:
-            out = self.predict(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, uncond]))
-            out_cond, out_uncond = out[:batch], out[batch:]
+            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), torch.cat([cond, uncond]))
+            out_cond, out_uncond = out[: cond.shape[0]], out[cond.shape[0] :]
         else:
-            out_cond = self.predict(x, sigma, cond)
+            out_cond = self.predict(x_cond, sigma_cond, cond)
             out_uncond = self.predict(x, sigma, uncond)
         self.step += 1
-        return out_uncond + (out_cond - out_uncond) * self.cfg_scale
+        self.last_uncond = out_uncond
+        return self._combine(out_cond, out_uncond, conds_list)
+
+    def _combine(self, out_cond: torch.Tensor, out_uncond: torch.Tensor, conds_list: CondsList) -> torch.Tensor:
+        if all(len(rows) == 1 and rows[0][1] == 1.0 for rows in conds_list):
+            return out_uncond + (out_cond - out_uncond) * self.cfg_scale  # the common case, one fused op
+        denoised = out_uncond.clone()
+        for image, rows in enumerate(conds_list):
+            for row, weight in rows:
+                denoised[image] += (out_cond[row] - out_uncond[image]) * (weight * self.cfg_scale)
+        return denoised

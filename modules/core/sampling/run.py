@@ -9,11 +9,13 @@ from typing import Callable
 import torch
 
 from modules.core.rng import ImageRNG
+from modules.core.sampling.brownian import BrownianTreeNoise
 from modules.core.sampling.denoiser import CFGDenoiser, SamplingInterrupted
 from modules.core.sampling.noise_schedule import DiscreteSchedule
 from modules.core.sampling.sampler_functions import ddim_timesteps
 from modules.core.sampling.samplers import SamplerInfo, effective_scheduler
 from modules.core.sampling.schedulers import Scheduler, uniform
+from modules.core.sampling.timestep_samplers import UNIPC_SETTING_KWARGS
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,23 @@ class SamplerOptions:
     sigma_min: float = 0.0  # 0 = the model's own
     sigma_max: float = 0.0
     rho: float = 0.0
+    beta_alpha: float = 0.6  # beta_dist_alpha
+    beta_beta: float = 0.6  # beta_dist_beta
+    always_discard_penultimate: bool = False  # always_discard_next_to_last_sigma
+    uni_pc_variant: str = "bh1"
+    uni_pc_skip_type: str = "time_uniform"
+    uni_pc_order: int = 3
+    uni_pc_lower_order_final: bool = True
+
+
+# The k-diffusion defaults A1111 compares the sigma settings with; a setting that differs is used
+# and written to the infotext under the key beside it.
+_CHURN_DEFAULTS = (
+    ("s_churn", 0.0, "Sigma churn"),
+    ("s_tmin", 0.0, "Sigma tmin"),
+    ("s_tmax", float("inf"), "Sigma tmax"),
+    ("s_noise", 1.0, "Sigma noise"),
+)
 
 
 @dataclass
@@ -42,7 +61,15 @@ class SamplingPlan:
     infotext: dict = field(default_factory=dict)
 
 
-def plan(sampler: SamplerInfo, scheduler: Scheduler, options: SamplerOptions, eta: float | None = None) -> SamplingPlan:
+def plan(
+    sampler: SamplerInfo,
+    scheduler: Scheduler,
+    options: SamplerOptions,
+    eta: float | None = None,
+    schedule: DiscreteSchedule | None = None,
+) -> SamplingPlan:
+    """Resolve "Automatic" and collect the infotext keys A1111 writes for these settings (a sigma
+    range setting counts only where it differs from ``schedule``'s own range)."""
     resolved = effective_scheduler(sampler, scheduler)
     extra: dict = {}
     chosen_eta = None
@@ -52,7 +79,35 @@ def plan(sampler: SamplerInfo, scheduler: Scheduler, options: SamplerOptions, et
         reference = 0.0 if sampler.kind == "timestep" else 1.0
         if chosen_eta != reference:
             extra["Eta DDIM" if sampler.kind == "timestep" else "Eta"] = chosen_eta
+    for name, default, key in _CHURN_DEFAULTS:
+        value = _option_value(options, name)
+        if name in sampler.params and value != default:
+            extra[key] = value
+    if sampler.kind == "sigma" and options.always_discard_penultimate and not sampler.discard_penultimate:
+        extra["Discard penultimate sigma"] = True
+    if sampler.kind == "sigma" and resolved.function is not None:
+        extra.update(_schedule_infotext(resolved, options, schedule))
     return SamplingPlan(sampler, scheduler, resolved, chosen_eta, extra)
+
+
+def _option_value(options: SamplerOptions, name: str):
+    value = getattr(options, name)
+    return value or float("inf") if name == "s_tmax" else value
+
+
+def _schedule_infotext(resolved: Scheduler, options: SamplerOptions,
+                       schedule: DiscreteSchedule | None) -> dict:
+    extra: dict = {}
+    if options.sigma_min and (schedule is None or options.sigma_min != schedule.sigma_min):
+        extra["Schedule min sigma"] = options.sigma_min
+    if options.sigma_max and (schedule is None or options.sigma_max != schedule.sigma_max):
+        extra["Schedule max sigma"] = options.sigma_max
+    if resolved.default_rho != -1 and options.rho and options.rho != resolved.default_rho:
+        extra["Schedule rho"] = options.rho
+    if resolved.name == "beta":
+        extra["Beta schedule alpha"] = options.beta_alpha
+        extra["Beta schedule beta"] = options.beta_beta
+    return extra
 
 
 def schedule_label(p: SamplingPlan) -> str:
@@ -69,6 +124,11 @@ def sigmas_for(p: SamplingPlan, steps: int, schedule: DiscreteSchedule, options:
     kwargs = {}
     if p.resolved.default_rho != -1 and options.rho:
         kwargs["rho"] = options.rho
+    if p.resolved.name == "beta":
+        kwargs.update(alpha=options.beta_alpha, beta=options.beta_beta)
+    if p.sampler.discard_penultimate or options.always_discard_penultimate:
+        sigmas = function(steps + 1, sigma_min, sigma_max, schedule, **kwargs)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
     return function(steps, sigma_min, sigma_max, schedule, **kwargs)
 
 
@@ -91,22 +151,29 @@ def sample(
     x = rng.next()
     last["denoised"] = x
     try:
-        kwargs = _sampler_kwargs(p, options)
+        kwargs = _sampler_kwargs(p, options, schedule)
         if p.sampler.kind == "timestep":
             timesteps = ddim_timesteps(steps)
             return p.sampler.function(denoiser, x, timesteps, schedule.alphas_cumprod, rng, callback, **kwargs), False
         sigmas = sigmas_for(p, steps, schedule, options).to(x.device)
-        return p.sampler.function(denoiser, x * sigmas[0], sigmas, rng, callback, **kwargs), False
+        x = x * sigmas[0]
+        if p.sampler.brownian:
+            kwargs["noise_sampler"] = BrownianTreeNoise(x, sigmas, rng.seeds, rng.draw_device)
+        return p.sampler.function(denoiser, x, sigmas, rng, callback, **kwargs), False
     except SamplingInterrupted:
         return last["denoised"], True
 
 
-def _sampler_kwargs(p: SamplingPlan, options: SamplerOptions) -> dict:
+def _sampler_kwargs(p: SamplingPlan, options: SamplerOptions, schedule: DiscreteSchedule) -> dict:
     values = {
         "eta": p.eta,
         "s_churn": options.s_churn,
         "s_tmin": options.s_tmin,
-        "s_tmax": options.s_tmax or float("inf"),
+        "s_tmax": _option_value(options, "s_tmax"),
         "s_noise": options.s_noise,
+        "sigma_min": schedule.sigma_min,
+        "sigma_max": schedule.sigma_max,
+        **{key: getattr(options, key) for key in UNIPC_SETTING_KWARGS},
     }
-    return {name: values[name] for name in p.sampler.params}
+    kwargs = {UNIPC_SETTING_KWARGS.get(name, name): values[name] for name in p.sampler.params}
+    return {**kwargs, **p.sampler.fixed}

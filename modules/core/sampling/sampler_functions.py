@@ -45,16 +45,23 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float 
     return sigma_down, sigma_up
 
 
+def churn(x, sigmas, i, noise: NoiseSource, s_churn, s_tmin, s_tmax, s_noise):
+    """Karras et al.'s "churn": raise sigma by gamma and add matching noise. k-diffusion draws the
+    noise on every step, used or not, so the per-image generators advance once per step."""
+    gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
+    eps = noise.next() * s_noise
+    sigma_hat = sigmas[i] * (gamma + 1)
+    if gamma > 0:
+        x = x + eps * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+    return x, sigma_hat
+
+
 @torch.no_grad()
 def sample_euler(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: StepCallback,
                  s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        churn = s_tmin <= sigmas[i] <= s_tmax
-        gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if churn else 0.0
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            x = x + noise.next() * s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn, s_tmin, s_tmax, s_noise)
         denoised = denoise(x, sigma_hat * s_in)
         callback(i, x, denoised)
         x = x + _to_d(x, sigma_hat, denoised) * (sigmas[i + 1] - sigma_hat)

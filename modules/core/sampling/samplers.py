@@ -1,37 +1,31 @@
-"""The sampler list under A1111's names, and name resolution (aliases, legacy "X Karras" names)."""
+"""The sampler list under A1111's names, and name resolution (aliases, legacy "X Karras" names).
+
+``SamplerInfo`` is re-exported from here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from modules.core.sampling import sampler_functions as fn
+from modules.core.sampling.kdiffusion import KDIFFUSION_SAMPLERS
+from modules.core.sampling.sampler_info import SamplerInfo
 from modules.core.sampling.schedulers import SCHEDULERS, Scheduler, find_scheduler
+from modules.core.sampling.timestep_samplers import TIMESTEP_SAMPLERS
 
 
-@dataclass(frozen=True)
-class SamplerInfo:
-    name: str
-    function: Callable
-    aliases: tuple[str, ...] = ()
-    kind: str = "sigma"  # "sigma" (k-diffusion style) or "timestep" (DDIM family)
-    default_scheduler: str | None = None  # what "Automatic" means for this sampler
-    uses_ensd: bool = False  # its step noise comes from the (ENSD-reseeded) per-image generators
-    params: tuple[str, ...] = ()  # option keywords the function takes: eta, s_churn, s_tmin, s_tmax, s_noise
-    second_order: bool = False
-
-    @property
-    def takes_eta(self) -> bool:
-        return "eta" in self.params
-
-
+# A1111 v1.10.1's sampler list, in its order (UI dropdown, /sdapi/v1/samplers).
+_K = {s.name: s for s in KDIFFUSION_SAMPLERS}
+_T = {s.name: s for s in TIMESTEP_SAMPLERS}
 SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("DPM++ 2M", fn.sample_dpmpp_2m, ("k_dpmpp_2m",), default_scheduler="karras"),
+    _K["DPM++ SDE"], _K["DPM++ 2M SDE"], _K["DPM++ 2M SDE Heun"], _K["DPM++ 2S a"], _K["DPM++ 3M SDE"],
     SamplerInfo("Euler a", fn.sample_euler_ancestral, ("k_euler_a", "k_euler_ancestral"),
-                uses_ensd=True, params=("eta", "s_noise")),
+                uses_ensd=True, params=("eta",)),  # A1111 passes no s_noise to Euler a
     SamplerInfo("Euler", fn.sample_euler, ("k_euler",), params=("s_churn", "s_tmin", "s_tmax", "s_noise")),
+    _K["LMS"], _K["Heun"], _K["DPM2"], _K["DPM2 a"], _K["DPM fast"], _K["DPM adaptive"], _K["Restart"],
     SamplerInfo("DDIM", fn.sample_ddim, ("ddim",), kind="timestep", params=("eta",)),
+    _T["DDIM CFG++"], _T["PLMS"], _T["UniPC"],
+    _K["LCM"],
 )
+del _K, _T
 
 
 class UnknownSamplerError(ValueError):

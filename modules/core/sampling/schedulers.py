@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from modules.core.sampling.beta_schedule import beta
 from modules.core.sampling.noise_schedule import DiscreteSchedule
 
 ScheduleFn = Callable[[int, float, float, DiscreteSchedule], torch.Tensor]
@@ -111,6 +112,7 @@ SCHEDULERS: tuple[Scheduler, ...] = (
     Scheduler("simple", "Simple", simple, need_inner_model=True),
     Scheduler("normal", "Normal", normal, need_inner_model=True),
     Scheduler("ddim", "DDIM", ddim_uniform, need_inner_model=True),
+    Scheduler("beta", "Beta", beta, need_inner_model=True),
 )
 
 

@@ -1,0 +1,106 @@
+"""Every setting Hanga knows, declared once: A1111 key, default, label, section, allowed values,
+and the infotext key that carries it (for paste and override-settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modules.core.generation.request import InvalidRequest
+
+
+class InvalidSetting(InvalidRequest):
+    """A setting value outside its type or range; ``field`` is the setting's key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    label: str
+    section: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    infotext: str | None = None  # the infotext key that carries this setting ("Clip skip")
+
+    def validate(self, value: Any) -> Any:
+        expected = type(self.default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+            raise InvalidSetting(self.key, f"must be {expected.__name__}; got {value!r}")
+        too_low = self.minimum is not None and value < self.minimum
+        too_high = self.maximum is not None and value > self.maximum
+        if too_low or too_high:
+            raise InvalidSetting(self.key, f"must be {self.range_text()}; got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidSetting(self.key, f"must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        return value
+
+    def range_text(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"between {self.minimum:g} and {self.maximum:g}"
+        return f"at least {self.minimum:g}" if self.minimum is not None else f"at most {self.maximum:g}"
+
+
+SECTIONS: dict[str, str] = {
+    "sd": "Stable Diffusion",
+    "sampler-params": "Sampler parameters",
+    "saving-images": "Saving images",
+    "saving-to-dirs": "Saving to a directory",
+    "saving-paths": "Paths for saving",
+    "infotext": "Infotext",
+    "compatibility": "Compatibility",
+    "ui": "User interface",
+}
+
+_S = Setting
+SCHEMA: tuple[Setting, ...] = (
+    _S("sd_model_checkpoint", "", "Stable Diffusion checkpoint", "sd", infotext="Model hash"),
+    _S("CLIP_stop_at_last_layers", 1, "Clip skip", "sd", minimum=1, maximum=12, step=1, infotext="Clip skip"),
+    _S("emphasis", "Original", "Emphasis mode", "sd", choices=("None", "Ignore", "Original", "No norm"), infotext="Emphasis"),
+    _S("comma_padding_backtrack", 20, "Prompt word wrap length limit (tokens after a comma moved to the next chunk)",
+       "sd", minimum=0, maximum=74, step=1),
+    _S("enable_prompt_comments", True, "Enable comments (# to the end of a line is removed from prompts)", "sd"),
+    _S("randn_source", "GPU", "Random number generator source", "sd", choices=("GPU", "CPU", "NV"), infotext="RNG"),
+    _S("eta_noise_seed_delta", 0, "Eta noise seed delta (ENSD)", "sampler-params", minimum=0, maximum=2**31, step=1,
+       infotext="ENSD"),
+    _S("eta_ancestral", 1.0, "Eta for k-diffusion samplers", "sampler-params", minimum=0, maximum=1, step=0.01, infotext="Eta"),
+    _S("eta_ddim", 0.0, "Eta for DDIM", "sampler-params", minimum=0, maximum=1, step=0.01, infotext="Eta DDIM"),
+    _S("s_churn", 0.0, "sigma churn", "sampler-params", minimum=0, maximum=100, step=0.01, infotext="Sigma churn"),
+    _S("s_tmin", 0.0, "sigma tmin", "sampler-params", minimum=0, maximum=10, step=0.01, infotext="Sigma tmin"),
+    _S("s_tmax", 0.0, "sigma tmax (0 = infinity)", "sampler-params", minimum=0, maximum=999, step=0.01, infotext="Sigma tmax"),
+    _S("s_noise", 1.0, "sigma noise", "sampler-params", minimum=0, maximum=1.1, step=0.001, infotext="Sigma noise"),
+    _S("sigma_min", 0.0, "Schedule min sigma (0 = the model's)", "sampler-params", minimum=0, infotext="Schedule min sigma"),
+    _S("sigma_max", 0.0, "Schedule max sigma (0 = the model's)", "sampler-params", minimum=0, infotext="Schedule max sigma"),
+    _S("rho", 0.0, "Schedule rho (0 = the scheduler's)", "sampler-params", minimum=0, infotext="Schedule rho"),
+    _S("always_discard_next_to_last_sigma", False, "Always discard next-to-last sigma", "sampler-params",
+       infotext="Discard penultimate sigma"),
+    _S("beta_dist_alpha", 0.6, "Beta scheduler - alpha", "sampler-params", minimum=0.01, maximum=1.0, step=0.01,
+       infotext="Beta schedule alpha"),
+    _S("beta_dist_beta", 0.6, "Beta scheduler - beta", "sampler-params", minimum=0.01, maximum=1.0, step=0.01,
+       infotext="Beta schedule beta"),
+    _S("uni_pc_variant", "bh1", "UniPC variant", "sampler-params", choices=("bh1", "bh2", "vary_coeff"),
+       infotext="UniPC variant"),
+    _S("uni_pc_skip_type", "time_uniform", "UniPC skip type", "sampler-params",
+       choices=("time_uniform", "time_quadratic", "logSNR"), infotext="UniPC skip type"),
+    _S("uni_pc_order", 3, "UniPC order", "sampler-params", minimum=1, maximum=50, step=1, infotext="UniPC order"),
+    _S("uni_pc_lower_order_final", True, "UniPC lower order final", "sampler-params",
+       infotext="UniPC lower order final"),
+    _S("samples_save", True, "Always save all generated images", "saving-images"),
+    _S("samples_format", "png", "File format for images", "saving-images", choices=("png",)),
+    _S("samples_filename_pattern", "", "Images filename pattern (empty: [seed]-[prompt_spaces])", "saving-images"),
+    _S("save_to_dirs", True, "Save images to a subdirectory", "saving-to-dirs"),
+    _S("directories_filename_pattern", "[date]", "Directory name pattern", "saving-to-dirs"),
+    _S("outdir_samples", "", "Output directory for images; if empty, per-tab directories", "saving-paths"),
+    _S("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths"),
+    _S("enable_pnginfo", True, "Save generation parameters as a text chunk in PNG files", "infotext"),
+    _S("add_model_hash_to_info", True, "Add model hash to infotext", "infotext"),
+    _S("add_model_name_to_info", True, "Add model name to infotext", "infotext"),
+    _S("add_version_to_infotext", True, "Add program version to infotext", "infotext"),
+    _S("use_old_scheduling", False, "Use old prompt editing timelines (before A1111 1.6)", "compatibility",
+       infotext="Old prompt editing timelines"),
+    _S("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list", "ui"),
+)
