@@ -17,6 +17,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from packaging.version import InvalidVersion, Version
+
 from modules.core.conditioning.emphasis import parse_prompt_attention
 
 NEGATIVE_PREFIX = "Negative prompt:"
@@ -91,26 +93,38 @@ def order_params(fixed: Mapping[str, object], extra: Mapping[str, object], versi
 
 # ----------------------------------------------------------------------------------------- parsing
 
-def parse_infotext(text: str) -> dict[str, object]:
-    """Parse an infotext like A1111's ``parse_generation_parameters`` (§3.5). Never raises.
-
-    Values read from the text are strings; the defaults filled in for missing keys keep A1111's
-    types (``0``, ``32``, ``False``), because UI paste code casts per component anyway.
-    """
+def split_infotext(text: str) -> tuple[str, str, dict[str, str]]:
+    """Prompt, negative prompt and the parameter line's pairs exactly as written (values unquoted,
+    nothing split or added). ``build_infotext(*split_infotext(text))`` gives ``text`` back for any
+    infotext A1111 (or Hanga) wrote."""
     lines = text.strip().split("\n")
     param_line = lines.pop()
     if len(PARAM_RE.findall(param_line)) < MIN_PARAMS_IN_PARAM_LINE:
         lines.append(param_line)  # too few pairs: it is prompt text
         param_line = ""
     prompt, negative_prompt = split_prompts(lines)
-    result = parse_param_line(param_line)
+    # A1111 drops empty values (its parser fails on them); so do we
+    pairs = {key: _unquote(value) for key, value in PARAM_RE.findall(param_line) if value}
+    return prompt, negative_prompt, pairs
+
+
+def parse_infotext(text: str, backcompat: bool = True) -> dict[str, object]:
+    """Parse an infotext like A1111's ``parse_generation_parameters`` (§3.5). Never raises.
+
+    Values read from the text are strings; the defaults filled in for missing keys keep A1111's
+    types (``0``, ``32``, ``False``), because UI paste code casts per component anyway.
+    ``backcompat`` is A1111's ``auto_backcompat`` setting (see `apply_backcompat`).
+    """
+    prompt, negative_prompt, pairs = split_infotext(text)
+    result = split_sizes(pairs)
     # Style extraction (setting `infotext_styles`) belongs here: it rewrites prompt and
     # negative_prompt and adds "Styles array" before they are stored.
     result["Prompt"] = prompt
     result["Negative prompt"] = negative_prompt
     _apply_legacy_keys(result)
     _add_missing_defaults(result, prompt, negative_prompt)
-    # Version back-compat (`auto_backcompat`, §3.5) belongs here, after the defaults.
+    if backcompat:
+        apply_backcompat(result)
     return result
 
 
@@ -134,13 +148,9 @@ def split_prompts(lines: Iterable[str]) -> tuple[str, str]:
     return "\n".join(prompt_lines), "\n".join(negative_lines)
 
 
-def parse_param_line(line: str) -> dict[str, object]:
-    """``Key: value`` pairs of the parameter line; ``WxH`` values become ``Key-1`` and ``Key-2``."""
+def split_sizes(pairs: Mapping[str, str]) -> dict[str, object]:
     result: dict[str, object] = {}
-    for key, value in PARAM_RE.findall(line):
-        if not value:
-            continue  # A1111 drops empty values (its parser fails on them); so do we
-        value = _unquote(value)
+    for key, value in pairs.items():
         size = IMAGE_SIZE_RE.match(value)
         if size:
             result[f"{key}-1"], result[f"{key}-2"] = size.group(1), size.group(2)
@@ -243,3 +253,36 @@ def _uses_emphasis(prompt: str) -> bool:
     except ValueError:
         return False  # a malformed weight such as "(a:.)"; A1111 fails the whole paste here
     return any(weight != 1.0 for text, weight in segments if text != "BREAK")
+
+
+# ------------------------------------------------------------------------------------ back-compat
+
+_V160, _V170_TSNR, _V180 = Version("1.6.0"), Version("1.7.0.post225"), Version("1.8.0")
+
+
+def infotext_version(text: object) -> Version | None:
+    """The A1111 version an infotext's ``Version`` names, read as A1111 reads it: ``v1.10.1``,
+    ``1.6.0``, ``v1.7.0-225-g…`` (→ 1.7.0, 225 commits later). Anything else (Forge's
+    ``f2.0.1v1.10.1-…``, Hanga's ``hanga-0.1.0``) is no A1111 version and gets no back-compat."""
+    if not isinstance(text, str):
+        return None
+    match = re.match(r"([^-]+-[^-]+)-.*", text)
+    try:
+        return Version(match.group(1) if match else text)
+    except InvalidVersion:
+        return None
+
+
+def apply_backcompat(result: dict[str, object]) -> None:
+    """Options that reproduce images made by older A1111 versions, keyed on ``Version`` (§3.5)."""
+    version = infotext_version(result.get("Version"))
+    if version is None:
+        return
+    if version < _V160 and "[" in str(result.get("Prompt", "")):
+        result["Old prompt editing timelines"] = True
+    if version < _V160 and result.get("Sampler", "") in ("DDIM", "PLMS"):
+        result["Pad conds v0"] = True
+    if version < _V170_TSNR:
+        result["Downcast alphas_cumprod"] = True
+    if version < _V180 and result.get("Refiner"):
+        result["Refiner switch by sampling steps"] = True

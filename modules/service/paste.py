@@ -52,7 +52,7 @@ def _setting_value(setting: Setting, value: Any) -> Any:
 
 
 def paste(text: str, settings: Settings) -> Pasted:
-    params = parse_infotext(text)
+    params = parse_infotext(text, backcompat=settings.get("auto_backcompat"))
     pasted = Pasted()
     for key, name, kind in FIELDS:
         if key in params:

@@ -100,6 +100,8 @@ SCHEMA: tuple[Setting, ...] = (
     _S("add_model_hash_to_info", True, "Add model hash to infotext", "infotext"),
     _S("add_model_name_to_info", True, "Add model name to infotext", "infotext"),
     _S("add_version_to_infotext", True, "Add program version to infotext", "infotext"),
+    _S("auto_backcompat", True, "Automatic backward compatibility (pasted infotexts of older A1111 versions turn on "
+       "the options that reproduce them)", "compatibility"),
     _S("use_old_scheduling", False, "Use old prompt editing timelines (before A1111 1.6)", "compatibility",
        infotext="Old prompt editing timelines"),
     _S("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list", "ui"),
