@@ -16,6 +16,7 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from modules.core.conditioning.emphasis import BREAK_MARKER, parse_prompt_attention
+from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion, insert_vectors
 
 CHUNK_LENGTH = 75
 EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
@@ -25,6 +26,8 @@ EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
 class PromptChunk:
     tokens: list[int] = field(default_factory=list)
     multipliers: list[float] = field(default_factory=list)
+    # (offset after BOS, embedding): textual-inversion vectors that replace token slots when encoding
+    fixes: list[tuple[int, TextualInversion]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,16 @@ class TextOptions:
 
 
 class ClipTextConditioner:
-    def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel | None, options: TextOptions = TextOptions()):
-        """``encoder`` may be None when only tokenizing (the UI's token counter)."""
+    def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel | None, options: TextOptions = TextOptions(),
+                 embeddings: EmbeddingLookup | None = None):
+        """``encoder`` may be None when only tokenizing (the UI's token counter); ``embeddings`` are
+        the textual inversions a prompt may name."""
         if options.emphasis not in EMPHASIS_MODES:
             raise ValueError(f"emphasis must be one of {', '.join(EMPHASIS_MODES)}; got {options.emphasis!r}")
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.options = options
+        self.embeddings = embeddings
         self.id_start = tokenizer.bos_token_id
         self.id_end = tokenizer.eos_token_id
         self.comma_token = tokenizer.get_vocab().get(",</w>")
@@ -60,8 +66,15 @@ class ClipTextConditioner:
             if segment == BREAK_MARKER:
                 packer.next_chunk()
                 continue
-            for token in tokens:
-                packer.add(token, segment[1])
+            position = 0
+            while position < len(tokens):
+                embedding, name_length = self.embeddings.find_at(tokens, position) if self.embeddings else (None, 0)
+                if embedding is None:
+                    packer.add(tokens[position], segment[1])
+                    position += 1
+                else:
+                    packer.add_embedding(embedding, segment[1])
+                    position += name_length
         return packer.finish()
 
     def token_count(self, line: str) -> tuple[int, int]:
@@ -86,7 +99,18 @@ class ClipTextConditioner:
     def _encode_chunks(self, chunks: list[PromptChunk]) -> torch.Tensor:
         device = self.encoder.device
         tokens = torch.asarray([c.tokens for c in chunks], device=device)
-        z = self._hidden_states(tokens)
+        if any(c.fixes for c in chunks):
+            # The encoder's own forward runs unchanged; a hook on its token-embedding layer writes
+            # the embedding vectors over the placeholder slots for this one call.
+            fixes = [c.fixes for c in chunks]
+            layer = self.encoder.get_input_embeddings()
+            handle = layer.register_forward_hook(lambda module, args, output: insert_vectors(output, fixes))
+            try:
+                z = self._hidden_states(tokens)
+            finally:
+                handle.remove()
+        else:
+            z = self._hidden_states(tokens)
         multipliers = torch.asarray([c.multipliers for c in chunks], device=device)
         return apply_emphasis(z, multipliers, self.options.emphasis)
 
@@ -151,6 +175,14 @@ class _ChunkPacker:
             self.next_chunk()
         self.chunk.tokens.append(token)
         self.chunk.multipliers.append(weight)
+
+    def add_embedding(self, embedding: TextualInversion, weight: float) -> None:
+        """Placeholder slots for an embedding's vectors; one that does not fit starts a new chunk."""
+        if self.chunk.tokens and len(self.chunk.tokens) + embedding.length > CHUNK_LENGTH:
+            self.next_chunk()
+        self.chunk.fixes.append((len(self.chunk.tokens), embedding))
+        self.chunk.tokens += [0] * embedding.length
+        self.chunk.multipliers += [weight] * embedding.length
 
     def finish(self) -> tuple[list[PromptChunk], int]:
         if self.chunk.tokens or not self.chunks:

@@ -7,7 +7,7 @@ with a variation seed) and its own generator, so batches reproduce single images
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from PIL import Image
 
 from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
 from modules.core.conditioning.prompt_parser import extract_extra_networks, strip_comments
+from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
 from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
 from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import build_infotext, order_params
@@ -103,7 +104,9 @@ def run_txt2img(
     options: GenerationOptions,
     progress: Progress,
     on_image: Callable[[GeneratedImage], None] = lambda image: None,
+    embeddings: Sequence[TextualInversion] = (),
 ) -> GenerationResult:
+    """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo)."""
     request = request.validate()
     sampler, scheduler = resolve_sampler(request.sampler_name, request.scheduler)
     schedule = DiscreteSchedule(model.alphas_cumprod)
@@ -115,7 +118,7 @@ def run_txt2img(
     result = _seeded_result(request, sampler.name, options)
     result.extra_generation_params = dict(sampling.infotext)
     conditioning = _Conditioning(
-        ClipTextConditioner(model.tokenizer, model.text_encoder, options.text),
+        ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, EmbeddingLookup(model.tokenizer, embeddings)),
         steps=request.steps * (2 if sampler.second_order else 1),
         old_timelines=options.old_prompt_timelines,
     )
