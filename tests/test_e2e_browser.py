@@ -92,7 +92,7 @@ def set_number(page: Page, elem_id: str, value: int) -> None:
     field.press("Enter")
 
 
-def generate(page: Page, expected_file: Path) -> str:
+def generate(page: Page, expected_file: Path, steps: int = 6) -> str:
     """Click Generate and wait until the image is on disk and its infotext is shown."""
     page.click("#txt2img_generate")
     deadline = time.time() + 120
@@ -100,7 +100,7 @@ def generate(page: Page, expected_file: Path) -> str:
         assert time.time() < deadline, f"{expected_file} was not written"
         time.sleep(0.2)
     info = page.locator("#txt2img_html_info .infotext")
-    expect(info).to_contain_text("Steps: 6", timeout=30_000)
+    expect(info).to_contain_text(f"Steps: {steps}", timeout=30_000)
     return info.inner_text()
 
 
@@ -154,9 +154,39 @@ def test_generate_in_browser_writes_png_with_infotext(tmp_path, tiny_checkpoint,
         page.click("#txt2img_reuse_seed")
         expect(seed_field).to_have_value("1234")
 
+        # PNG Info → Send to txt2img puts the image's parameters back into the form
+        page.fill("#txt2img_prompt textarea", "something else")
+        set_number(page, "txt2img_steps", 9)
+        page.click("#txt2img_random_seed")
         page.click("#tab_pnginfo-button")
         page.locator("#pnginfo_image input[type=file]").set_input_files(str(first))
         expect(page.locator("#pnginfo_html")).to_contain_text("Steps: 6, Sampler: DPM++ 2M", timeout=30_000)
+        page.click("#pnginfo_send_txt2img")
+        expect(page.locator("#txt2img_prompt textarea")).to_have_value("a photo of a cat", timeout=30_000)
+        expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("blurry, ugly")
+        expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("6")
+        expect(seed_field).to_have_value("1234")
+
+        # ↙ reads an infotext typed into the prompt box, settings keys become override entries,
+        # and the next image is made with them
+        pasted = ("a watercolor fox\nNegative prompt: text\nSteps: 5, Sampler: Euler a Karras, CFG scale: 6.5, "
+                  "Seed: 42, Size: 64x72, Clip skip: 2, ENSD: 31337")
+        page.fill("#txt2img_prompt textarea", pasted)
+        page.click("#txt2img_paste")
+        expect(page.locator("#txt2img_prompt textarea")).to_have_value("a watercolor fox", timeout=30_000)
+        expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("text")
+        expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("5")
+        expect(page.locator("#txt2img_height input[type=number]")).to_have_value("72")
+        expect(page.locator("#txt2img_sampling input")).to_have_value("Euler a")
+        expect(page.locator("#txt2img_scheduler input")).to_have_value("Karras")
+        expect(seed_field).to_have_value("42")
+        overrides = page.locator("#txt2img_override_settings")
+        expect(overrides).to_contain_text("Clip skip: 2")
+        expect(overrides).to_contain_text("ENSD: 31337")
+        made = generate(page, folder / "00002-42-a watercolor fox.png", steps=5)  # the API saved nothing
+        made_params = parse_infotext(made.replace("\n", ""))
+        assert (made_params["Sampler"], made_params["Schedule type"], made_params["Size-2"]) == ("Euler a", "Karras", "72")
+        assert (made_params["Clip skip"], made_params["ENSD"], made_params["CFG scale"]) == ("2", "31337", "6.5")
     finally:
         server.stop()
     log = server.log.read_text()
