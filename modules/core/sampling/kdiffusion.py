@@ -18,19 +18,14 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from modules.core.sampling.sampler_functions import Denoise, NoiseSource, StepCallback, _to_d, ancestral_step, churn
+from modules.core.sampling.sampler_functions import (
+    Denoise, NoiseSource, StepCallback, _to_d, ancestral_step, churn, sigma_of, t_of,
+)
+from modules.core.sampling.schedulers import karras
 from modules.core.sampling.sampler_info import SamplerInfo
 
 CHURN_PARAMS = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 ETA_PARAMS = ("eta", "s_noise")
-
-
-def _sigma_of(t: torch.Tensor) -> torch.Tensor:
-    return t.neg().exp()
-
-
-def _t_of(sigma: torch.Tensor) -> torch.Tensor:
-    return sigma.log().neg()
 
 
 @torch.no_grad()
@@ -177,34 +172,34 @@ class _DPMSolver:
 
     def eps(self, cache: dict, key: str, x, t):
         if key not in cache:
-            sigma = _sigma_of(t) * x.new_ones([x.shape[0]])
-            cache[key] = (x - self.denoise(x, sigma)) / _sigma_of(t)
+            sigma = sigma_of(t) * x.new_ones([x.shape[0]])
+            cache[key] = (x - self.denoise(x, sigma)) / sigma_of(t)
         return cache[key]
 
     def step_1(self, x, t, t_next, cache):
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
-        return x - _sigma_of(t_next) * h.expm1() * eps
+        return x - sigma_of(t_next) * h.expm1() * eps
 
     def step_2(self, x, t, t_next, cache, r1=1 / 2):
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
         s1 = t + r1 * h
-        u1 = x - _sigma_of(s1) * (r1 * h).expm1() * eps
+        u1 = x - sigma_of(s1) * (r1 * h).expm1() * eps
         eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        return x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
+        return x - sigma_of(t_next) * h.expm1() * eps - sigma_of(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
 
     def step_3(self, x, t, t_next, cache, r1=1 / 3, r2=2 / 3):
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
         s1 = t + r1 * h
         s2 = t + r2 * h
-        u1 = x - _sigma_of(s1) * (r1 * h).expm1() * eps
+        u1 = x - sigma_of(s1) * (r1 * h).expm1() * eps
         eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        u2 = (x - _sigma_of(s2) * (r2 * h).expm1() * eps
-              - _sigma_of(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps))
+        u2 = (x - sigma_of(s2) * (r2 * h).expm1() * eps
+              - sigma_of(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps))
         eps_r2 = self.eps(cache, "eps_r2", u2, s2)
-        return x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
+        return x - sigma_of(t_next) * h.expm1() * eps - sigma_of(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
 
     def step(self, order: int, x, t, t_next, cache):
         if order == 1:
@@ -215,9 +210,9 @@ class _DPMSolver:
 
     def ancestral_target(self, t, t_next, t_end, eta):
         """Where the deterministic part of an ancestral step ends, and the noise to add after it."""
-        sd, _ = ancestral_step(_sigma_of(t), _sigma_of(t_next), eta)
-        t_next_ = torch.minimum(t_end, _t_of(sd))
-        return t_next_, (_sigma_of(t_next) ** 2 - _sigma_of(t_next_) ** 2) ** 0.5
+        sd, _ = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
+        t_next_ = torch.minimum(t_end, t_of(sd))
+        return t_next_, (sigma_of(t_next) ** 2 - sigma_of(t_next_) ** 2) ** 0.5
 
 
 def _check_sigma_range(sigma_min, sigma_max):
@@ -234,7 +229,7 @@ def sample_dpm_fast(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: S
     _check_sigma_range(sigma_min, sigma_max)
     solver = _DPMSolver(denoise)
     nfe = len(sigmas) - 1
-    t_start, t_end = _t_of(torch.as_tensor(sigma_max)), _t_of(torch.as_tensor(sigma_min))
+    t_start, t_end = t_of(torch.as_tensor(sigma_max)), t_of(torch.as_tensor(sigma_min))
     if not t_end > t_start and eta:
         raise ValueError("eta must be 0 for reverse sampling")
     m = math.floor(nfe / 3) + 1
@@ -248,7 +243,7 @@ def sample_dpm_fast(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: S
         else:
             t_next_, su = t_next, 0.0
         eps = solver.eps(cache, "eps", x, t)
-        callback(i, x, x - _sigma_of(t) * eps)
+        callback(i, x, x - sigma_of(t) * eps)
         x = solver.step(order, x, t, t_next_, cache)
         x = x + su * s_noise * noise.next()
     return x
@@ -264,7 +259,7 @@ def sample_dpm_adaptive(denoise: Denoise, x, sigmas, noise: NoiseSource, callbac
     if order not in {2, 3}:
         raise ValueError("order should be 2 or 3")
     solver = _DPMSolver(denoise)
-    t_start, t_end = _t_of(torch.as_tensor(sigma_max)), _t_of(torch.as_tensor(sigma_min))
+    t_start, t_end = t_of(torch.as_tensor(sigma_max)), t_of(torch.as_tensor(sigma_min))
     forward = t_end > t_start
     if not forward and eta:
         raise ValueError("eta must be 0 for reverse sampling")
@@ -282,7 +277,7 @@ def sample_dpm_adaptive(denoise: Denoise, x, sigmas, noise: NoiseSource, callbac
         else:
             t_, su = t, 0.0
         eps = solver.eps(cache, "eps", x, s)
-        denoised = x - _sigma_of(s) * eps
+        denoised = x - sigma_of(s) * eps
         if order == 2:
             x_low = solver.step_1(x, s, t_, cache)
             x_high = solver.step_2(x, s, t_, cache)
@@ -313,13 +308,13 @@ def sample_dpmpp_2s_ancestral(denoise: Denoise, x, sigmas, noise: NoiseSource, c
         if sigma_down == 0:
             x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            t, t_next = _t_of(sigmas[i]), _t_of(sigma_down)
+            t, t_next = t_of(sigmas[i]), t_of(sigma_down)
             r = 1 / 2
             h = t_next - t
             s = t + r * h
-            x_2 = (_sigma_of(s) / _sigma_of(t)) * x - (-h * r).expm1() * denoised
-            denoised_2 = denoise(x_2, _sigma_of(s) * s_in)
-            x = (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised_2
+            x_2 = (sigma_of(s) / sigma_of(t)) * x - (-h * r).expm1() * denoised
+            denoised_2 = denoise(x_2, sigma_of(s) * s_in)
+            x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise.next() * s_noise * sigma_up
     return x
@@ -336,22 +331,22 @@ def sample_dpmpp_sde(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: 
         if sigmas[i + 1] == 0:
             x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
             continue
-        t, t_next = _t_of(sigmas[i]), _t_of(sigmas[i + 1])
+        t, t_next = t_of(sigmas[i]), t_of(sigmas[i + 1])
         h = t_next - t
         s = t + h * r
         fac = 1 / (2 * r)
 
-        sd, su = ancestral_step(_sigma_of(t), _sigma_of(s), eta)
-        s_ = _t_of(sd)
-        x_2 = (_sigma_of(s_) / _sigma_of(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise_sampler(_sigma_of(t), _sigma_of(s)) * s_noise * su
-        denoised_2 = denoise(x_2, _sigma_of(s) * s_in)
+        sd, su = ancestral_step(sigma_of(t), sigma_of(s), eta)
+        s_ = t_of(sd)
+        x_2 = (sigma_of(s_) / sigma_of(t)) * x - (t - s_).expm1() * denoised
+        x_2 = x_2 + noise_sampler(sigma_of(t), sigma_of(s)) * s_noise * su
+        denoised_2 = denoise(x_2, sigma_of(s) * s_in)
 
-        sd, su = ancestral_step(_sigma_of(t), _sigma_of(t_next), eta)
-        t_next_ = _t_of(sd)
+        sd, su = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
+        t_next_ = t_of(sd)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (_sigma_of(t_next_) / _sigma_of(t)) * x - (t - t_next_).expm1() * denoised_d
-        x = x + noise_sampler(_sigma_of(t), _sigma_of(t_next)) * s_noise * su
+        x = (sigma_of(t_next_) / sigma_of(t)) * x - (t - t_next_).expm1() * denoised_d
+        x = x + noise_sampler(sigma_of(t), sigma_of(t_next)) * s_noise * su
     return x
 
 
@@ -428,13 +423,6 @@ def sample_dpmpp_3m_sde(denoise: Denoise, x, sigmas, noise: NoiseSource, callbac
     return x
 
 
-def _karras_sigmas(n: int, sigma_min: float, sigma_max: float, device, rho: float = 7.0) -> torch.Tensor:
-    ramp = torch.linspace(0, 1, n)
-    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros([1])]).to(device)
-
-
 def restart_steps(sigmas: torch.Tensor, restart_list: dict | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (sigma, next sigma) pairs A1111's Restart sampler walks, restart segments included.
 
@@ -446,7 +434,7 @@ def restart_steps(sigmas: torch.Tensor, restart_list: dict | None = None) -> lis
         restart_list = {}
         if steps >= 20:
             n_steps, n_times = (steps // 4, 2) if steps >= 36 else (9, 1)
-            sigmas = _karras_sigmas(steps - n_steps * n_times, sigmas[-2].item(), sigmas[0].item(), sigmas.device)
+            sigmas = karras(steps - n_steps * n_times, sigmas[-2].item(), sigmas[0].item(), None).to(sigmas.device)
             restart_list = {0.1: [n_steps + 1, n_times, 2]}
     by_index = {int(torch.argmin(abs(sigmas - key), dim=0)): value for key, value in restart_list.items()}
 
@@ -458,7 +446,7 @@ def restart_steps(sigmas: torch.Tensor, restart_list: dict | None = None) -> lis
             min_idx = i + 1
             max_idx = int(torch.argmin(abs(sigmas - restart_max), dim=0))
             if max_idx < min_idx:
-                segment = _karras_sigmas(n_steps, sigmas[min_idx].item(), sigmas[max_idx].item(), sigmas.device)[:-1]
+                segment = karras(n_steps, sigmas[min_idx].item(), sigmas[max_idx].item(), None).to(sigmas.device)[:-1]
                 pairs.extend(list(zip(segment[:-1], segment[1:])) * n_times)
     return pairs
 

@@ -34,6 +34,15 @@ def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch
     return (x - denoised) / _expand(sigma, x.ndim)
 
 
+def sigma_of(t: torch.Tensor) -> torch.Tensor:
+    """σ of log-SNR time t = −log σ (DPM-Solver's time variable)."""
+    return t.neg().exp()
+
+
+def t_of(sigma: torch.Tensor) -> torch.Tensor:
+    return sigma.log().neg()
+
+
 def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
     """Split a step into a deterministic part down to ``sigma_down`` and fresh noise ``sigma_up``."""
     if not eta:
@@ -86,13 +95,6 @@ def sample_euler_ancestral(denoise: Denoise, x, sigmas, noise: NoiseSource, call
 def sample_dpmpp_2m(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: StepCallback):
     """DPM-Solver++(2M): a second-order multistep solver in log-sigma time."""
     s_in = x.new_ones([x.shape[0]])
-
-    def t_of(sigma):
-        return sigma.log().neg()
-
-    def sigma_of(t):
-        return t.neg().exp()
-
     old_denoised = None
     for i in range(len(sigmas) - 1):
         denoised = denoise(x, sigmas[i] * s_in)
@@ -114,13 +116,18 @@ def ddim_timesteps(steps: int) -> torch.Tensor:
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
 
+def ddim_tables(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor):
+    """ᾱ at each timestep, ᾱ at the timestep before it (ᾱ₀ for the first) in float64, and √(1−ᾱ)."""
+    alphas = alphas_cumprod[timesteps]
+    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    return alphas, alphas_prev, torch.sqrt(1 - alphas)
+
+
 @torch.no_grad()
 def sample_ddim(denoise_eps: Denoise, x, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
                 noise: NoiseSource, callback: StepCallback, eta=0.0):
     """DDIM as A1111 runs it: ``len(timesteps) - 1`` model calls, ending at ᾱ of the first timestep."""
-    alphas = alphas_cumprod[timesteps]
-    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
-    sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
+    alphas, alphas_prev, sqrt_one_minus_alphas = ddim_tables(timesteps, alphas_cumprod)
     sigmas = eta * np.sqrt((1 - alphas_prev.numpy()) / (1 - alphas.numpy()) * (1 - alphas.numpy() / alphas_prev.numpy()))
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(timesteps) - 1):

@@ -15,15 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from modules.core.sampling.sampler_functions import Denoise, NoiseSource, StepCallback, _expand
+from modules.core.sampling.sampler_functions import Denoise, NoiseSource, StepCallback, _expand, ddim_tables
 from modules.core.sampling.sampler_info import SamplerInfo
-
-
-def _ddim_tables(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor):
-    """ᾱ at each timestep, ᾱ at the timestep before it (ᾱ₀ for the first) in float64, and √(1−ᾱ)."""
-    alphas = alphas_cumprod[timesteps]
-    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
-    return alphas, alphas_prev, torch.sqrt(1 - alphas)
 
 
 @torch.no_grad()
@@ -31,7 +24,7 @@ def sample_plms(denoise_eps: Denoise, x, timesteps: torch.Tensor, alphas_cumprod
                 noise: NoiseSource, callback: StepCallback):
     """Pseudo linear multistep: a pseudo improved-Euler first step (one extra model call), then
     Adams–Bashforth of order 2, 3 and 4 on ε; ``len(timesteps) - 1`` steps, ending at ᾱ of timesteps[0]."""
-    alphas, alphas_prev, sqrt_one_minus_alphas = _ddim_tables(timesteps, alphas_cumprod)
+    alphas, alphas_prev, sqrt_one_minus_alphas = ddim_tables(timesteps, alphas_cumprod)
     s_in = x.new_ones([x.shape[0]])
 
     def step_to_prev(x, e_t, index):
@@ -67,7 +60,7 @@ def sample_ddim_cfgpp(denoise_eps: Denoise, x, timesteps: torch.Tensor, alphas_c
     """DDIM with CFG++ (Chung et al. 2024): x0 from the guided ε, the step direction from the
     unconditional ε (``denoise_eps.last_uncond``). The runner divides the CFG scale by 12.5
     (``cfg_scale_multiplier``), mapping CFG 0…12.5 onto the paper's λ 0…1."""
-    alphas, alphas_prev, sqrt_one_minus_alphas = _ddim_tables(timesteps, alphas_cumprod)
+    alphas, alphas_prev, sqrt_one_minus_alphas = ddim_tables(timesteps, alphas_cumprod)
     # 1 − ᾱ in float32, the rest in float64, as A1111 mixes them
     a_np, a_prev_np = alphas.numpy(), alphas_prev.numpy()
     sigmas = eta * np.sqrt((1 - a_prev_np) / (1 - a_np) * (1 - a_np / a_prev_np))
