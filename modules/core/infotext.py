@@ -60,6 +60,10 @@ def quote(value: object) -> str:
     """
     text = str(value)
     a1111_quotes = "," in text or "\n" in text or ":" in text
+    if isinstance(value, (dict, list)) and a1111_quotes:
+        # A1111 JSON-encodes the object itself (extensions such as Tiled Diffusion store a dict):
+        # a bare JSON object, which `split_infotext` reads back whole.
+        return json.dumps(value, ensure_ascii=False)
     if a1111_quotes or text.startswith('"') or text != text.strip():
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -93,19 +97,49 @@ def order_params(fixed: Mapping[str, object], extra: Mapping[str, object], versi
 
 # ----------------------------------------------------------------------------------------- parsing
 
-def split_infotext(text: str) -> tuple[str, str, dict[str, str]]:
+def split_infotext(text: str) -> tuple[str, str, dict[str, object]]:
     """Prompt, negative prompt and the parameter line's pairs exactly as written (values unquoted,
     nothing split or added). ``build_infotext(*split_infotext(text))`` gives ``text`` back for any
-    infotext A1111 (or Hanga) wrote."""
+    infotext A1111 (or Hanga) wrote.
+
+    Values are strings, except a bare JSON object or array (what A1111 writes for an extension's
+    dict value), which comes back decoded. A1111's own reader stops such a value at its first comma
+    and loses the rest; reading it whole is the one place where we read more than A1111 does.
+    """
     lines = text.strip().split("\n")
     param_line = lines.pop()
     if len(PARAM_RE.findall(param_line)) < MIN_PARAMS_IN_PARAM_LINE:
         lines.append(param_line)  # too few pairs: it is prompt text
         param_line = ""
     prompt, negative_prompt = split_prompts(lines)
-    # A1111 drops empty values (its parser fails on them); so do we
-    pairs = {key: _unquote(value) for key, value in PARAM_RE.findall(param_line) if value}
-    return prompt, negative_prompt, pairs
+    return prompt, negative_prompt, _param_pairs(param_line)
+
+
+_JSON = json.JSONDecoder()
+
+
+def _param_pairs(line: str) -> dict[str, object]:
+    """PARAM_RE's pairs (A1111's ``findall``), reading a bare JSON object/array value whole."""
+    pairs: dict[str, object] = {}
+    position = 0
+    while True:
+        match = PARAM_RE.search(line, position)
+        if match is None:
+            return pairs
+        key, value = match.group(1), match.group(2)
+        position = match.end() if match.end() > position else position + 1
+        if value[:1] in ("{", "["):
+            start = match.start(2)
+            try:
+                decoded, end = _JSON.raw_decode(line, start)
+            except ValueError:
+                decoded, end = None, start
+            if end > start and line[end:end + 1] in (",", ""):
+                pairs[key] = decoded
+                position = end + 1
+                continue
+        if value:  # A1111 drops empty values (its parser fails on them); so do we
+            pairs[key] = _unquote(value)
 
 
 def parse_infotext(text: str, backcompat: bool = True) -> dict[str, object]:
@@ -148,10 +182,10 @@ def split_prompts(lines: Iterable[str]) -> tuple[str, str]:
     return "\n".join(prompt_lines), "\n".join(negative_lines)
 
 
-def split_sizes(pairs: Mapping[str, str]) -> dict[str, object]:
+def split_sizes(pairs: Mapping[str, object]) -> dict[str, object]:
     result: dict[str, object] = {}
     for key, value in pairs.items():
-        size = IMAGE_SIZE_RE.match(value)
+        size = IMAGE_SIZE_RE.match(value) if isinstance(value, str) else None
         if size:
             result[f"{key}-1"], result[f"{key}-2"] = size.group(1), size.group(2)
         else:
