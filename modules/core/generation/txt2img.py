@@ -21,8 +21,8 @@ from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import build_infotext, order_params
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.rng import ImageRNG, fix_seed
-from modules.core.sampling.denoiser import CFGDenoiser, UNetDenoiser
-from modules.core.sampling.noise_schedule import DiscreteSchedule
+from modules.core.sampling.denoiser import CFGDenoiser, LCMDenoiser, UNetDenoiser
+from modules.core.sampling.noise_schedule import DiscreteSchedule, LCMSchedule
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, plan, sample, schedule_label
 from modules.core.sampling.samplers import resolve_sampler
 
@@ -109,7 +109,7 @@ def run_txt2img(
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo)."""
     request = request.validate()
     sampler, scheduler = resolve_sampler(request.sampler_name, request.scheduler)
-    schedule = DiscreteSchedule(model.alphas_cumprod)
+    schedule = (LCMSchedule if sampler.consistency else DiscreteSchedule)(model.alphas_cumprod)
     sampling = plan(sampler, scheduler, options.sampler, request.eta, schedule)
     if "uni_pc_order" in sampler.params and options.sampler.uni_pc_order > request.steps:
         raise InvalidRequest(
@@ -122,7 +122,7 @@ def run_txt2img(
         steps=request.steps * (2 if sampler.second_order else 1),
         old_timelines=options.old_prompt_timelines,
     )
-    unet = UNetDenoiser(model.unet, schedule, model.prediction_type)
+    unet = (LCMDenoiser if sampler.consistency else UNetDenoiser)(model.unet, schedule, model.prediction_type)
     size = request.batch_size
     for batch in range(request.n_iter):
         if progress.interrupted():

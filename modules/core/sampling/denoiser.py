@@ -15,7 +15,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from modules.core.conditioning.scheduled import CondsList
-from modules.core.sampling.noise_schedule import DiscreteSchedule
+from modules.core.sampling.noise_schedule import DiscreteSchedule, LCMSchedule
 
 
 class SamplingInterrupted(Exception):
@@ -49,6 +49,20 @@ class UNetDenoiser:
             return out
         alphas = self.schedule.alphas_cumprod.to(x.device)[timestep.to(torch.long)][:, None, None, None]
         return alphas.sqrt() * out + (1 - alphas).sqrt() * x
+
+
+class LCMDenoiser(UNetDenoiser):
+    """A1111's LCM denoiser: the eps-model x0 prediction at the nearest LCM timestep, blended with
+    the input by the consistency-model boundary condition (σ_data 0.5, timestep scaled by 10)."""
+
+    schedule: LCMSchedule
+
+    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        predicted = super().x0(x, sigma, context)
+        scaled_t = self.schedule.sigma_to_t(sigma)[:, None, None, None] * 10.0
+        c_skip = 0.5**2 / (scaled_t**2 + 0.5**2)
+        c_out = scaled_t / (scaled_t**2 + 0.5**2) ** 0.5
+        return c_out * predicted + c_skip * x
 
 
 class CFGDenoiser:

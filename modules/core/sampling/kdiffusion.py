@@ -483,7 +483,8 @@ def sample_lcm(denoise: Denoise, x, sigmas, noise: NoiseSource, callback: StepCa
 
     A1111 runs this with its own LCM denoiser (``LCMCompVisDenoiser``: 50 of the 1000 training
     timesteps, nearest-timestep lookup and the consistency-model boundary scalings) and, for
-    "Automatic", that denoiser's schedule; this function is only the step rule."""
+    "Automatic", that denoiser's schedule: ``consistency=True`` in its entry makes the runner use
+    ``LCMSchedule`` and ``LCMDenoiser``; this function is only the step rule."""
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = denoise(x, sigmas[i] * s_in)
@@ -519,5 +520,5 @@ KDIFFUSION_SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("DPM adaptive", sample_dpm_adaptive, ("k_dpm_ad",), uses_ensd=True,
                 params=("eta", "sigma_min", "sigma_max")),
     SamplerInfo("Restart", sample_restart, ("restart",), default_scheduler="karras", second_order=True),
-    SamplerInfo("LCM", sample_lcm, ("k_lcm",)),
+    SamplerInfo("LCM", sample_lcm, ("k_lcm",), consistency=True),
 )

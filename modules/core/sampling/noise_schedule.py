@@ -45,3 +45,35 @@ class DiscreteSchedule:
         t = t.float()
         low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * log_sigmas[low_idx] + w * log_sigmas[high_idx]).exp()
+
+    def get_sigmas(self, n: int) -> torch.Tensor:
+        """``n`` sigmas at evenly spaced timesteps from the last to the first, then 0 (what "Uniform"
+        and a sampler without a default schedule use)."""
+        t = torch.linspace(len(self.sigmas) - 1, 0, n)
+        return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
+
+
+class LCMSchedule(DiscreteSchedule):
+    """The schedule A1111's LCM sampler runs on (``LCMCompVisDenoiser``): the 50 training timesteps
+    19, 39, …, 999 that LCM was distilled on. A sigma maps to the nearest of them (a whole training
+    timestep), and a timestep back to a sigma by log-sigma interpolation over the 50."""
+
+    ORIGINAL_STEPS = 50
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        self.skip = len(alphas_cumprod) // self.ORIGINAL_STEPS
+        super().__init__(alphas_cumprod[self.skip - 1 :: self.skip][: self.ORIGINAL_STEPS])
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        dists = sigma.log() - self.log_sigmas.to(sigma.device)[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape) * self.skip + (self.skip - 1)
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        index = torch.clamp(((t - (self.skip - 1)) / self.skip).float(), min=0, max=len(self.sigmas) - 1)
+        return super().t_to_sigma(index)
+
+    def get_sigmas(self, n: int) -> torch.Tensor:
+        start = self.sigma_to_t(self.sigmas[-1])
+        end = self.sigma_to_t(self.sigmas[0])
+        sigmas = self.t_to_sigma(torch.linspace(start, end, n))
+        return torch.cat([sigmas, sigmas.new_zeros([1])])

@@ -22,6 +22,7 @@ class SamplerInfo:
     discard_penultimate: bool = False  # schedule for steps+1, then drop the next-to-last sigma
     fixed: dict = field(default_factory=dict)  # constant keyword arguments (e.g. solver_type="heun")
     cfg_scale_multiplier: float = 1.0  # CFG++ samplers guide with cfg_scale × this
+    consistency: bool = False  # LCM: runs on LCMSchedule with the LCMDenoiser
 
     @property
     def takes_eta(self) -> bool:

@@ -23,9 +23,8 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def uniform(n: int, sigma_min: float, sigma_max: float, model: DiscreteSchedule) -> torch.Tensor:
-    """k-diffusion's default for discrete models: evenly spaced training timesteps."""
-    t_max = len(model.sigmas) - 1
-    return _append_zero(model.t_to_sigma(torch.linspace(t_max, 0, n)))
+    """The model's own evenly spaced timesteps (k-diffusion's ``get_sigmas``)."""
+    return model.get_sigmas(n)
 
 
 def karras(n: int, sigma_min: float, sigma_max: float, model: DiscreteSchedule, rho: float = 7.0) -> torch.Tensor:
