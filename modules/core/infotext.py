@@ -127,7 +127,7 @@ def _param_pairs(line: str) -> dict[str, object]:
         if match is None:
             return pairs
         key, value = match.group(1), match.group(2)
-        position = match.end() if match.end() > position else position + 1
+        position = match.end()
         if value[:1] in ("{", "["):
             start = match.start(2)
             try:

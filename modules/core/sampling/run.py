@@ -92,7 +92,7 @@ def plan(
 
 def _option_value(options: SamplerOptions, name: str):
     value = getattr(options, name)
-    return value or float("inf") if name == "s_tmax" else value
+    return (value or float("inf")) if name == "s_tmax" else value  # s_tmax 0 means infinity
 
 
 def _schedule_infotext(resolved: Scheduler, options: SamplerOptions,
