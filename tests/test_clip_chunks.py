@@ -4,16 +4,11 @@ Expectations come from the spec (and A1111's ``sd_hijack_clip.py`` layout it des
 outputs are compared with the tiny random CLIP text model called directly through transformers.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions, apply_emphasis
-from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures.clip import clip_tokenizer, random_clip_text_model
 
 BOS, EOS = 49406, 49407
 COMMA, A, PHOTO, OF, CAT = 267, 320, 1125, 539, 2368
@@ -22,23 +17,12 @@ DOWN = 1 / 1.1
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_clip_tokenizer(tokenizer_file(ROOT / "configs"))
+    return clip_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
-        layer_norm_eps=1e-5, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=1,
-    )
-    model = CLIPTextModel(config).eval()
-    generator = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        # Random everything (LayerNorm weights/biases too) so each layer and the final LN visibly matter.
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model
+    return random_clip_text_model(hidden_size=64, seed=1234)
 
 
 def conditioner(tokenizer, encoder=None, **options):

@@ -6,38 +6,26 @@ contains the vectors as extra tokens."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
 from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
-from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
+from tests.fixtures.clip import clip_tokenizer, random_clip_text_model
 
-ROOT = Path(__file__).resolve().parents[1]
 BOS, EOS, CAT, A = 49406, 49407, 2368, 320
 WIDTH = 32
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_clip_tokenizer(tokenizer_file(ROOT / "configs"))
+    return clip_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=BOS, eos_token_id=EOS, pad_token_id=1,
-    )
-    model = CLIPTextModel(config).eval()
-    generator = torch.Generator().manual_seed(99)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model
+    return random_clip_text_model(hidden_size=WIDTH, seed=99)
 
 
 def embedding(name, count, seed):
