@@ -90,14 +90,40 @@ def save_png(
     max_name_length: int = 255,
 ) -> Path:
     """Save as the next ``NNNNN-<decoration>.png`` in ``directory`` and return the path."""
+
+    def name(number: int) -> str:
+        stem = f"{number:05}-{decoration}" if decoration else f"{number:05}"
+        return stem[: max_name_length - len(".png")] + ".png"
+
+    return _save_numbered(image, directory, next_sequence_number(directory), name, pnginfo)
+
+
+def _save_numbered(image: Image.Image, directory: Path, first: int, name, pnginfo: PngInfo | None) -> Path:
+    """Write atomically under the first free ``name(number)`` from ``first`` on."""
     directory.mkdir(parents=True, exist_ok=True)
-    number = next_sequence_number(directory)
     for attempt in range(500):
-        stem = f"{number + attempt:05}-{decoration}" if decoration else f"{number + attempt:05}"
-        stem = stem[: max_name_length - len(".png")]
-        path = directory / f"{stem}.png"
+        path = directory / name(first + attempt)
         if not path.exists():
             with atomic_open(path) as handle:
                 image.save(handle, format="PNG", pnginfo=pnginfo)
             return path
-    raise FileExistsError(f"no free file name for image in {directory}")
+    raise FileExistsError(f"no free file name for an image in {directory}")
+
+
+def next_grid_number(directory: Path, basename: str) -> int:
+    """A1111's ``get_next_sequence_number`` for named files: one more than the highest NNNN of
+    ``<basename>-NNNN…`` in the folder."""
+    highest = -1
+    prefix = f"{basename}-"
+    if directory.is_dir():
+        for entry in os.listdir(directory):
+            if entry.startswith(prefix):
+                leading = os.path.splitext(entry[len(prefix):])[0].split("-")[0]
+                if leading.isdigit():
+                    highest = max(highest, int(leading))
+    return highest + 1
+
+
+def save_grid_png(image: Image.Image, directory: Path, basename: str, pnginfo: PngInfo | None) -> Path:
+    """Save a grid as the next ``<basename>-NNNN.png`` (``grid-0000.png``, ``xyz_grid-0003.png``)."""
+    return _save_numbered(image, directory, next_grid_number(directory, basename), lambda n: f"{basename}-{n:04}.png", pnginfo)

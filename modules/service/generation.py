@@ -11,14 +11,17 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from modules.core.atomic import write_text
 from modules.core.conditioning.clip_text import TextOptions
 from modules.core.conditioning.token_count import prompt_token_count
-from modules.core.generation.request import Txt2ImgRequest
-from modules.core.generation.txt2img import GeneratedImage, GenerationOptions, GenerationResult, run_txt2img
-from modules.core.images import NameFields, apply_pattern, save_png
+from modules.core.generation.img2img import run_img2img
+from modules.core.generation.request import Img2ImgRequest, Txt2ImgRequest
+from modules.core.grid import image_grid
+from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
+from modules.core.generation.txt2img import run_txt2img
+from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
 from modules.core.sampling.run import SamplerOptions
@@ -26,7 +29,9 @@ from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService
 from modules.service.paste import Pasted, overrides_from_entries, paste
+from modules.service.processing import Processed, Processing
 from modules.service.progress import JobState, ProgressSnapshot
+from modules.service.scripts.api import ScriptRegistry
 from modules.service.settings import Settings, SettingsView
 
 log = logging.getLogger("hanga")
@@ -42,16 +47,29 @@ class ServiceFlags:
 
 
 @dataclass
-class Txt2ImgOutcome:
+class JobOutcome:
+    """A finished job. ``result`` is the (first) generation's core result; ``processed`` holds what
+    the user sees: the grid first when there is one, then the images, with their infotexts and the
+    files they were saved to."""
+
     result: GenerationResult
     model: LoadedModel
-    saved: list[Path | None] = field(default_factory=list)
+    processed: Processed
     job_timestamp: str = ""  # A1111's YYYYmmddHHMMSS of the job's start
+
+    @property
+    def saved(self) -> list[Path | None]:
+        return self.processed.saved
+
+
+Txt2ImgOutcome = JobOutcome
 
 
 class GenerationService:
-    def __init__(self, paths: Paths, settings: Settings, models: ModelService, flags: ServiceFlags = ServiceFlags()):
+    def __init__(self, paths: Paths, settings: Settings, models: ModelService, flags: ServiceFlags = ServiceFlags(),
+                 scripts: ScriptRegistry | None = None):
         self.paths = paths
+        self.scripts = scripts if scripts is not None else ScriptRegistry()
         self.settings = settings
         self.models = models
         self.flags = flags
@@ -71,37 +89,94 @@ class GenerationService:
         return loaded.info.title if loaded else self.settings.get("sd_model_checkpoint")
 
     # -- jobs -----------------------------------------------------------------------------------
-    def txt2img(
-        self,
-        request: Txt2ImgRequest,
-        save_images: bool | None = None,
-        override_settings: dict | None = None,
-        restore_afterwards: bool = True,
-        on_progress: Callable[[ProgressSnapshot], None] | None = None,
-    ) -> Txt2ImgOutcome:
+    def txt2img(self, request: Txt2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
+                restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
+                script: tuple[str, Sequence] | None = None) -> JobOutcome:
         """Run a txt2img job; ``override_settings`` apply to this job only unless
-        ``restore_afterwards`` is false (then they are saved, as in A1111)."""
+        ``restore_afterwards`` is false (then they are saved, as in A1111). ``script`` is a
+        (title, args) pair naming one of the Script dropdown's scripts and its control values."""
+        return self._job(request, False, save_images, override_settings, restore_afterwards, on_progress, script)
+
+    def img2img(self, request: Img2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
+                restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
+                script: tuple[str, Sequence] | None = None) -> JobOutcome:
+        """img2img, sketch and inpainting; the same contract as ``txt2img``."""
+        return self._job(request, True, save_images, override_settings, restore_afterwards, on_progress, script)
+
+    def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script):
         request = request.validate()
-        settings = self.settings.with_overrides(override_settings)
-        save = settings.get("samples_save") if save_images is None else save_images
+        chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
+        tab = "img2img" if is_img2img else "txt2img"
+        runs: list[tuple[GenerationResult, LoadedModel, SettingsView]] = []
+
+        def runner(p: Processing) -> Processed:
+            return self._process(p, tab, save_images, runs)
+
+        p = Processing(request, is_img2img=is_img2img, runner=runner, override_settings=override_settings)
+        if save_images is False:  # A1111's API: neither the images nor a grid are saved
+            p.do_not_save_samples = p.do_not_save_grid = True
+        base = self.settings.with_overrides(override_settings)
+        p.n_rows = base.get("n_rows")
+        p.save_grid = lambda image, infotext, basename="grid": self._save_grid(image, infotext, basename, tab, base)
+        started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         with self._gpu:
-            loaded = self.models.ensure_loaded(settings.get("sd_model_checkpoint") or None)
-            saved: list[Path | None] = []
-
-            def on_image(image: GeneratedImage) -> None:
-                saved.append(self._save(image, request, settings) if save and not image.incomplete else None)
-
-            started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
-            self.state.begin("txt2img", on_progress)
+            self.state.begin(tab, on_progress)
             try:
-                options = self.generation_options(settings)
-                result = run_txt2img(loaded.model, loaded.identity, request, options, self.state, on_image)
+                processed = chosen.run(p, *script[1]) if chosen is not None else None
+                if processed is None:
+                    processed = runner(p)
             finally:
                 self.state.end()
-        self._remember(loaded, settings, restore_afterwards)
+        if not runs:
+            raise RuntimeError(f"the script {chosen.title()!r} generated nothing")
+        # A script may switch checkpoints per cell (its own overrides); only the job's checkpoint is remembered.
+        wanted = base.get("sd_model_checkpoint")
+        own = [loaded for _, loaded, settings in runs if settings.get("sd_model_checkpoint") == wanted]
+        loaded = (own or [runs[0][1]])[-1]
+        if own:
+            self._remember(loaded, base, restore_afterwards)
+        result = runs[-1][0]
         if result.images and self.flags.prompt_history:
-            write_text(self.paths.params_file, result.images[0].infotext)
-        return Txt2ImgOutcome(result, loaded, saved, started)
+            write_text(self.paths.params_file, processed.infotexts[processed.index_of_first_image]
+                       if len(processed.infotexts) > processed.index_of_first_image else result.images[0].infotext)
+        return JobOutcome(runs[0][0], loaded, processed, started)
+
+    def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list) -> Processed:
+        """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""
+        settings = self.settings.with_overrides(p.override_settings)
+        save = settings.get("samples_save") if save_images is None else save_images
+        save = save and not p.do_not_save_samples
+        loaded = self.models.ensure_loaded(settings.get("sd_model_checkpoint") or None)
+        saved: list[Path | None] = []
+        request = p.request
+
+        def on_image(image: GeneratedImage) -> None:
+            saved.append(self._save(image, request, settings, tab) if save and not image.incomplete else None)
+
+        options = self.generation_options(settings)
+        run = run_img2img if p.is_img2img else run_txt2img
+        result = run(loaded.model, loaded.identity, request, options, self.state, on_image,
+                     extra_generation_params=p.extra_generation_params)
+        runs.append((result, loaded, settings))
+        processed = Processed(
+            images=[image.image for image in result.images], infotexts=result.infotexts,
+            all_prompts=result.all_prompts, all_negative_prompts=result.all_negative_prompts,
+            all_seeds=result.all_seeds, all_subseeds=result.all_subseeds, width=request.width, height=request.height,
+            interrupted=result.interrupted, saved=saved,
+        )
+        wanted = settings.get("return_grid") or settings.get("grid_save")
+        too_few = len(processed.images) < 2 and settings.get("grid_only_if_multiple")
+        if wanted and not too_few and not p.do_not_save_grid and processed.images:
+            grid = image_grid(processed.images, request.batch_size, n_rows=settings.get("n_rows"),
+                              prevent_empty_spots=settings.get("grid_prevent_empty_spots"))
+            info = processed.infotexts[0]
+            path = self._save_grid(grid, info, "grid", tab, settings)
+            if settings.get("return_grid"):
+                processed.images.insert(0, grid)
+                processed.infotexts.insert(0, info)
+                processed.saved.insert(0, path)
+                processed.index_of_first_image = 1
+        return processed
 
     def _remember(self, loaded: LoadedModel, settings: SettingsView, restore_afterwards: bool) -> None:
         if not restore_afterwards:
@@ -159,6 +234,9 @@ class GenerationService:
             version=infotext_version() if s("add_version_to_infotext") else None,
             nan_check=self.flags.nan_check,
             strip_comments=s("enable_prompt_comments"),
+            img2img_fix_steps=s("img2img_fix_steps"),
+            img2img_background_color=s("img2img_background_color"),
+            inpainting_mask_weight=s("inpainting_mask_weight"),
             old_prompt_timelines=s("use_old_scheduling"),
         )
 
@@ -168,12 +246,20 @@ class GenerationService:
         configured = settings.get("outdir_samples") or settings.get(f"outdir_{tab}_samples")
         return self.paths.resolve_output(configured)
 
-    def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView) -> Path:
+    def _save_grid(self, grid, infotext: str, basename: str, tab: str, settings: SettingsView) -> Path | None:
+        """``<basename>-NNNN.png`` in the grids folder, when the grid_save setting is on."""
+        if not settings.get("grid_save"):
+            return None
+        configured = settings.get("outdir_grids") or settings.get(f"outdir_{tab}_grids")
+        info = pnginfo_for(infotext) if settings.get("enable_pnginfo") and infotext else None
+        return save_grid_png(grid, self.paths.resolve_output(configured), basename, info)
+
+    def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView, tab: str = "txt2img") -> Path:
         fields = NameFields(
             seed=image.seed, prompt=image.prompt, steps=request.steps, cfg=request.cfg_scale,
             width=request.width, height=request.height, sampler=request.sampler_name,
         )
-        directory = self.output_dir(settings)
+        directory = self.output_dir(settings, tab)
         if settings.get("save_to_dirs"):
             directory = directory / apply_pattern(settings.get("directories_filename_pattern") or "[date]", fields)
         pattern = settings.get("samples_filename_pattern") or "[seed]-[prompt_spaces]"

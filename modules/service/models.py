@@ -15,7 +15,7 @@ from pathlib import Path
 
 from modules.core.checkpoints import CheckpointInfo, discover, find
 from modules.core.devices import MemoryManager
-from modules.core.generation.txt2img import ModelIdentity
+from modules.core.generation.job import ModelIdentity
 from modules.core.hash_cache import HashCache
 from modules.core.models.ldm_config import read_ldm_yaml
 from modules.core.models.loader import StableDiffusionModel, UnsupportedModelError, load_components

@@ -47,6 +47,7 @@ class Setting:
 
 SECTIONS: dict[str, str] = {
     "sd": "Stable Diffusion",
+    "img2img": "img2img",
     "sampler-params": "Sampler parameters",
     "saving-images": "Saving images",
     "saving-to-dirs": "Saving to a directory",
@@ -54,6 +55,8 @@ SECTIONS: dict[str, str] = {
     "infotext": "Infotext",
     "compatibility": "Compatibility",
     "ui": "User interface",
+    "ui-gallery": "Gallery",
+    "ui-alternatives": "UI alternatives",
 }
 
 _S = Setting
@@ -96,6 +99,24 @@ SCHEMA: tuple[Setting, ...] = (
     _S("directories_filename_pattern", "[date]", "Directory name pattern", "saving-to-dirs"),
     _S("outdir_samples", "", "Output directory for images; if empty, per-tab directories", "saving-paths"),
     _S("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths"),
+    _S("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images", "saving-paths"),
+    _S("outdir_grids", "", "Output directory for grids; if empty, per-tab directories", "saving-paths"),
+    _S("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", "saving-paths"),
+    _S("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", "saving-paths"),
+    _S("grid_save", True, "Always save all generated image grids", "saving-images"),
+    _S("return_grid", True, "Show grid in gallery", "ui-gallery"),
+    _S("grid_only_if_multiple", True, "Do not save grids consisting of one picture", "saving-images"),
+    _S("grid_prevent_empty_spots", False, "Prevent empty spots in grid (when set to autodetect)", "saving-images"),
+    _S("n_rows", -1, "Grid row count; -1 for autodetect and 0 for it to be same as batch size", "saving-images",
+       minimum=-1, maximum=16, step=1),
+    _S("img2img_fix_steps", False, "With img2img, do exactly the amount of steps the slider specifies", "img2img"),
+    _S("img2img_background_color", "#ffffff", "With img2img, fill transparent parts of the input image with this colour",
+       "img2img"),
+    _S("inpainting_mask_weight", 1.0, "Inpainting conditioning mask strength", "img2img", minimum=0.0, maximum=1.0,
+       step=0.01, infotext="Conditional mask weight"),
+    _S("initial_noise_multiplier", 1.0, "Noise multiplier for img2img", "img2img", minimum=0.0, maximum=1.5, step=0.001),
+    _S("hires_fix_show_sampler", False, "Hires fix: show hires checkpoint and sampler selection", "ui-alternatives"),
+    _S("hires_fix_show_prompts", False, "Hires fix: show hires prompt and negative prompt", "ui-alternatives"),
     _S("enable_pnginfo", True, "Save generation parameters as a text chunk in PNG files", "infotext"),
     _S("add_model_hash_to_info", True, "Add model hash to infotext", "infotext"),
     _S("add_model_name_to_info", True, "Add model name to infotext", "infotext"),

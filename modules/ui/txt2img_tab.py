@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
-from modules.core.generation.txt2img import NansError
+from modules.core.generation.job import NansError
 from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
-from modules.service.generation import GenerationService
+from modules.service.generation import GenerationService, JobOutcome
 from modules.service.models import ModelLoadError
 from modules.service.paste import Pasted
 from modules.service.progress import ProgressSnapshot
@@ -37,6 +37,18 @@ class Txt2ImgControls:
         extras = gr.update(value=True) if varied else gr.skip()
         overrides = gr.update(choices=pasted.overrides, value=pasted.overrides, visible=bool(pasted.overrides))
         return [*updates, extras, overrides]
+
+
+def gallery_outputs(outcome: JobOutcome) -> tuple[list, str, dict, int]:
+    """Gallery items (saved files where there are some), the shown infotext, the per-item seeds and
+    infotexts (a grid first carries the first image's), and the selected index."""
+    processed = outcome.processed
+    shown = [(str(path) if path else image, None) for image, path in zip(processed.images, processed.saved)]
+    shown += [(image, None) for image in processed.images[len(processed.saved):]]
+    seeds = processed.all_seeds[:1] * processed.index_of_first_image + processed.all_seeds
+    state = {"seeds": seeds, "infotexts": list(processed.infotexts)}
+    first = infotext_html(processed.infotexts[0]) if processed.infotexts else ""
+    return shown, first, state, 0
 
 
 def infotext_html(infotext: str) -> str:
@@ -129,11 +141,7 @@ def build(service: GenerationService) -> Txt2ImgControls:
             outcome = service.txt2img(Txt2ImgRequest(**chosen), override_settings=override_settings, on_progress=report)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        images = outcome.result.images
-        shown = [(str(path) if path else image.image, None) for image, path in zip(images, outcome.saved)]
-        state = {"seeds": [image.seed for image in images], "infotexts": [image.infotext for image in images]}
-        first = infotext_html(state["infotexts"][0]) if images else ""
-        return shown, first, state, 0
+        return gallery_outputs(outcome)
 
     inputs = [*fields.values(), seed_extras, overrides]
     generate.click(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")

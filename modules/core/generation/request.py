@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from PIL import Image
+
 from modules.core.sampling.samplers import UnknownSamplerError, resolve_sampler
 
 MAX_SEED = 2**63 - 1
@@ -47,8 +49,37 @@ RANGES: dict[str, Range] = {
     "subseed_strength": Range(0, 1),
     "seed_resize_from_w": Range(-1, 8192),
     "seed_resize_from_h": Range(-1, 8192),
+    "denoising_strength": Range(0, 1),
+    "hr_scale": Range(1, 8),
+    "hr_second_pass_steps": Range(0, 500),
+    "hr_resize_x": Range(0, 8192),
+    "hr_resize_y": Range(0, 8192),
+    "resize_mode": Range(0, 3),
+    "mask_blur": Range(0, 64),
+    "inpainting_fill": Range(0, 3),
+    "inpaint_full_res_padding": Range(0, 256),
+    "inpainting_mask_invert": Range(0, 1),
+    "initial_noise_multiplier": Range(0, 1.5),
 }
-INTEGER_FIELDS = {"steps", "width", "height", "batch_size", "n_iter", "seed", "subseed", "seed_resize_from_w", "seed_resize_from_h"}
+INTEGER_FIELDS = {
+    "steps", "width", "height", "batch_size", "n_iter", "seed", "subseed", "seed_resize_from_w", "seed_resize_from_h",
+    "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "resize_mode", "mask_blur", "inpainting_fill",
+    "inpaint_full_res_padding", "inpainting_mask_invert",
+}
+
+# The latent upscale modes of hires fix: name → (F.interpolate mode, antialias).
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
+HIRES_UPSCALERS = (*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS)
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,18 @@ class Txt2ImgRequest:
     batch_size: int = 1
     n_iter: int = 1
     eta: float | None = None
+    denoising_strength: float = 0.75  # hires fix (txt2img) or img2img
+    # Hires fix (A1111's enable_hr and hr_* fields; hr_sampler_name/hr_scheduler "" = the first pass's)
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0 = the first pass's steps
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str = ""
+    hr_scheduler: str = ""
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
 
     def validate(self) -> "Txt2ImgRequest":
         """Check every field; return a copy with numbers normalised (7.0 → 7 for whole floats)."""
@@ -84,13 +127,57 @@ class Txt2ImgRequest:
                 normalized[f.name] = value
         if self.eta is not None:
             Range(0, 10).check("eta", self.eta)
-        try:
-            resolve_sampler(self.sampler_name, self.scheduler)
-        except UnknownSamplerError as error:
-            field = "scheduler" if "scheduler" in str(error) else "sampler_name"
-            raise InvalidRequest(field, str(error)) from None
+        _check_sampler(self.sampler_name, self.scheduler, "sampler_name", "scheduler")
+        if self.enable_hr:
+            if self.hr_upscaler not in HIRES_UPSCALERS:
+                raise InvalidRequest("hr_upscaler", f"must be one of {', '.join(HIRES_UPSCALERS)}; got {self.hr_upscaler!r}")
+            _check_sampler(self.hr_sampler_name or self.sampler_name, self.hr_scheduler or self.scheduler,
+                           "hr_sampler_name", "hr_scheduler")
+            for name in ("hr_prompt", "hr_negative_prompt"):
+                if not isinstance(getattr(self, name), str):
+                    raise InvalidRequest(name, "must be text")
         normalized["cfg_scale"] = _whole_float_as_int(self.cfg_scale)
         return replace(self, **normalized)
+
+
+def _check_sampler(sampler_name: str, scheduler: str, sampler_field: str, scheduler_field: str) -> None:
+    try:
+        resolve_sampler(sampler_name, scheduler)
+    except UnknownSamplerError as error:
+        field = scheduler_field if "scheduler" in str(error) else sampler_field
+        raise InvalidRequest(field, str(error)) from None
+
+
+@dataclass(frozen=True)
+class Img2ImgRequest(Txt2ImgRequest):
+    """img2img, sketch and inpainting. ``init_images`` are PIL images; ``mask`` (white = change) makes
+    it an inpainting job. Integer codes as A1111's API: ``resize_mode`` indexes ``RESIZE_MODES``,
+    ``inpainting_fill`` indexes ``MASKED_CONTENT``, ``inpainting_mask_invert`` 1 = inpaint not masked."""
+
+    init_images: tuple = ()
+    mask: object = None
+    resize_mode: int = 0
+    mask_blur: int = 4
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = False  # Inpaint area: Only masked
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float = 1.0
+    latent_mask: object = None  # a mask for the latent blend only (outpainting scripts)
+    mode: int = 0  # the UI sub-tab: 0 img2img, 1 sketch, 2 inpaint, 3 inpaint sketch, 4 inpaint upload, 5 batch
+
+    def validate(self) -> "Img2ImgRequest":
+        checked = super().validate()
+        if not self.init_images:
+            raise InvalidRequest("init_images", "needs at least one image")
+        if not all(isinstance(image, Image.Image) for image in self.init_images):
+            raise InvalidRequest("init_images", "must be images")
+        if len(self.init_images) not in (1, self.batch_size):
+            raise InvalidRequest("init_images", f"has {len(self.init_images)} images; give one, or one per image of a batch ({self.batch_size})")
+        for name in ("mask", "latent_mask"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
+                raise InvalidRequest(name, "must be an image")
+        return replace(checked, init_images=tuple(self.init_images))
 
 
 def _integral(field: str, value):

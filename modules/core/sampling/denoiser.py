@@ -28,23 +28,27 @@ class UNetDenoiser:
         self.schedule = schedule
         self.v_prediction = prediction_type == "v_prediction"
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, image_cond: torch.Tensor | None) -> torch.Tensor:
         dtype = self.unet.dtype
+        if image_cond is not None:  # inpainting U-Nets take the mask and masked image as extra channels
+            x = torch.cat([x, image_cond.to(x)], dim=1)
         out = self.unet(x.to(dtype), t, encoder_hidden_states=context.to(dtype), return_dict=False)[0]
         return out.float()
 
-    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+           image_cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma_b = sigma[:, None, None, None]
         c_in = 1 / (sigma_b**2 + 1) ** 0.5
-        out = self._unet(x * c_in, self.schedule.sigma_to_t(sigma), context)
+        out = self._unet(x * c_in, self.schedule.sigma_to_t(sigma), context, image_cond)
         if self.v_prediction:
             c_skip = 1 / (sigma_b**2 + 1)
             c_out = -sigma_b / (sigma_b**2 + 1) ** 0.5
             return out * c_out + x * c_skip
         return x + out * -sigma_b
 
-    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        out = self._unet(x, timestep, context)
+    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+            image_cond: torch.Tensor | None = None) -> torch.Tensor:
+        out = self._unet(x, timestep, context, image_cond)
         if not self.v_prediction:
             return out
         alphas = self.schedule.alphas_cumprod.to(x.device)[timestep.to(torch.long)][:, None, None, None]
@@ -57,8 +61,9 @@ class LCMDenoiser(UNetDenoiser):
 
     schedule: LCMSchedule
 
-    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        predicted = super().x0(x, sigma, context)
+    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+           image_cond: torch.Tensor | None = None) -> torch.Tensor:
+        predicted = super().x0(x, sigma, context, image_cond)
         scaled_t = self.schedule.sigma_to_t(sigma)[:, None, None, None] * 10.0
         c_skip = 0.5**2 / (scaled_t**2 + 0.5**2)
         c_out = scaled_t / (scaled_t**2 + 0.5**2) ** 0.5
@@ -72,6 +77,10 @@ class CFGDenoiser:
     ``uncond_at(step)`` one uncond row per image. The U-Net batch is each image's cond rows in
     order, then the uncond rows; one call when the token lengths agree, otherwise cond rows and
     uncond rows go separately. Result per image: ``uncond + Σ weight·scale·(cond − uncond)``.
+
+    ``image_cond`` (one row per image) is fed to inpainting U-Nets beside every row of that image.
+    With a ``blend`` (inpainting), the kept area is reset to the initial latent after each
+    prediction, or, for timestep samplers, in the input before it (A1111's ``mask_before_denoising``).
     """
 
     def __init__(
@@ -82,6 +91,8 @@ class CFGDenoiser:
         cfg_scale: float,
         timestep_kind: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
+        image_cond: torch.Tensor | None = None,
+        blend: "LatentBlend | None" = None,
     ):
         self.model = model
         self.conditioning = conditioning
@@ -89,26 +100,37 @@ class CFGDenoiser:
         self.cfg_scale = cfg_scale
         self.predict = model.eps if timestep_kind else model.x0
         self.should_stop = should_stop
+        self.image_cond = image_cond
+        self.blend = blend
+        self.blend_input = timestep_kind
         self.step = 0
         self.last_uncond: torch.Tensor | None = None  # CFG++ samplers step along the uncond prediction
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.should_stop():
             raise SamplingInterrupted()
+        if self.blend is not None and self.blend_input:
+            x = self.blend(x)
         cond, conds_list = self.conditioning(self.step)
         uncond = self.uncond_at(self.step)
         repeats = torch.tensor([len(rows) for rows in conds_list], device=x.device)
         x_cond = torch.repeat_interleave(x, repeats, dim=0)
         sigma_cond = torch.repeat_interleave(sigma, repeats, dim=0)
+        image = self.image_cond
+        image_cond = None if image is None else torch.repeat_interleave(image, repeats, dim=0)
         if cond.shape[1] == uncond.shape[1]:
-            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), torch.cat([cond, uncond]))
+            both = None if image is None else torch.cat([image_cond, image])
+            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), torch.cat([cond, uncond]), both)
             out_cond, out_uncond = out[: cond.shape[0]], out[cond.shape[0] :]
         else:
-            out_cond = self.predict(x_cond, sigma_cond, cond)
-            out_uncond = self.predict(x, sigma, uncond)
+            out_cond = self.predict(x_cond, sigma_cond, cond, image_cond)
+            out_uncond = self.predict(x, sigma, uncond, image)
         self.step += 1
         self.last_uncond = out_uncond
-        return self._combine(out_cond, out_uncond, conds_list)
+        denoised = self._combine(out_cond, out_uncond, conds_list)
+        if self.blend is not None and not self.blend_input:
+            denoised = self.blend(denoised)
+        return denoised
 
     def _combine(self, out_cond: torch.Tensor, out_uncond: torch.Tensor, conds_list: CondsList) -> torch.Tensor:
         if all(len(rows) == 1 and rows[0][1] == 1.0 for rows in conds_list):
@@ -118,3 +140,15 @@ class CFGDenoiser:
             for row, weight in rows:
                 denoised[image] += (out_cond[row] - out_uncond[image]) * (weight * self.cfg_scale)
         return denoised
+
+
+class LatentBlend:
+    """Inpainting's latent mask: ``mask`` 1 where the original stays, ``nmask`` = 1 − mask."""
+
+    def __init__(self, init_latent: torch.Tensor, mask: torch.Tensor, nmask: torch.Tensor):
+        self.init_latent = init_latent
+        self.mask = mask
+        self.nmask = nmask
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent * self.nmask + self.init_latent * self.mask

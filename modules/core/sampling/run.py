@@ -3,6 +3,7 @@ call the sampler function, and return the latent (the last x0 prediction when in
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -140,15 +141,16 @@ def sample(
     schedule: DiscreteSchedule,
     options: SamplerOptions,
     on_step: Callable[[int, torch.Tensor], None],
+    first_noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """Returns (latent, interrupted)."""
+    """Returns (latent, interrupted). ``first_noise`` is ``rng.next()`` when the caller drew it."""
     last = {}
 
     def callback(step: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         last["denoised"] = denoised
         on_step(step, denoised)
 
-    x = rng.next()
+    x = rng.next() if first_noise is None else first_noise
     last["denoised"] = x
     try:
         kwargs = _sampler_kwargs(p, options, schedule)
@@ -160,6 +162,63 @@ def sample(
         if p.sampler.brownian:
             kwargs["noise_sampler"] = BrownianTreeNoise(x, sigmas, rng.seeds, rng.draw_device)
         return p.sampler.function(denoiser, x, sigmas, rng, callback, **kwargs), False
+    except SamplingInterrupted:
+        return last["denoised"], True
+
+
+def img2img_steps(steps: int, denoising_strength: float, fix_steps: bool) -> tuple[int, int]:
+    """A1111's ``setup_img2img_steps``: (schedule length, t_enc). Normally the schedule has ``steps``
+    entries and sampling starts ``denoising_strength`` of the way down it; with fixed steps (setting
+    img2img_fix_steps, and always for hires) the schedule is lengthened so exactly ``steps`` run."""
+    strength = min(denoising_strength, 0.999)
+    if fix_steps:
+        return (int(steps / strength) if denoising_strength > 0 else 0), steps - 1
+    return steps, int(strength * steps)
+
+
+def sample_img2img(
+    p: SamplingPlan,
+    steps: int,
+    denoiser: CFGDenoiser,
+    noise: torch.Tensor,
+    init_latent: torch.Tensor,
+    denoising_strength: float,
+    fix_steps: bool,
+    rng: ImageRNG,
+    schedule: DiscreteSchedule,
+    options: SamplerOptions,
+    on_step: Callable[[int, torch.Tensor], None],
+) -> tuple[torch.Tensor, bool]:
+    """Noise ``init_latent`` to the schedule point the strength picks and sample from there down.
+    Returns (latent, interrupted); a strength of 0 samples nothing and returns ``init_latent``."""
+    total, t_enc = img2img_steps(steps, denoising_strength, fix_steps)
+    if denoising_strength <= 0 or total <= 0:
+        return init_latent, False
+    last = {"denoised": init_latent}
+
+    def callback(step: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        last["denoised"] = denoised
+        on_step(step, denoised)
+
+    try:
+        kwargs = _sampler_kwargs(p, options, schedule)
+        if p.sampler.kind == "timestep":
+            timesteps = ddim_timesteps(total)
+            alpha = schedule.alphas_cumprod.to(init_latent.device)[timesteps[t_enc]]
+            x = init_latent * alpha.sqrt() + noise * (1 - alpha).sqrt()
+            if "is_img2img" in inspect.signature(p.sampler.function).parameters:
+                kwargs["is_img2img"] = True
+            # A1111 noises to timesteps[t_enc] but hands the sampler only timesteps[:t_enc].
+            return p.sampler.function(denoiser, x, timesteps[:t_enc], schedule.alphas_cumprod, rng, callback, **kwargs), False
+        sigmas = sigmas_for(p, total, schedule, options).to(init_latent.device)
+        sigma_sched = sigmas[total - t_enc - 1 :]
+        x = init_latent + noise * sigma_sched[0]
+        for name, value in (("sigma_min", sigma_sched[-2]), ("sigma_max", sigma_sched[0]), ("n", len(sigma_sched) - 1)):
+            if name in kwargs:
+                kwargs[name] = value
+        if p.sampler.brownian:
+            kwargs["noise_sampler"] = BrownianTreeNoise(x, sigmas, rng.seeds, rng.draw_device)
+        return p.sampler.function(denoiser, x, sigma_sched, rng, callback, **kwargs), False
     except SamplingInterrupted:
         return last["denoised"], True
 

@@ -107,8 +107,8 @@ def info_json(outcome: Txt2ImgOutcome, clip_skip: int, styles: list[str] | None)
         "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": None,
         "extra_generation_params": r.extra_generation_params,
-        "index_of_first_image": 0,
-        "infotexts": r.infotexts,
+        "index_of_first_image": outcome.processed.index_of_first_image,
+        "infotexts": outcome.processed.infotexts,
         "styles": styles or [],
         "job_timestamp": outcome.job_timestamp,
         "clip_skip": clip_skip,
@@ -140,7 +140,9 @@ def _routes(service: GenerationService) -> APIRouter:
         )
         settings = service.settings.with_overrides(body.override_settings)
         with_info = settings.get("enable_pnginfo")
-        images = [encode_png(i.image, i.infotext if with_info else None) for i in outcome.result.images] if body.send_images else []
+        processed = outcome.processed
+        images = [encode_png(image, text if with_info else None) for image, text in zip(processed.images, processed.infotexts)
+                  ] if body.send_images else []
         info = info_json(outcome, settings.get("CLIP_stop_at_last_layers"), body.styles)
         return TextToImageResponse(images=images, parameters=body.model_dump(), info=info)
 

@@ -1,0 +1,322 @@
+"""What every generation job shares: options, the per-job result, seeds, prompt conditioning, the
+batch loop (seeded noise → sampling → NaN check → VAE decode → infotext), and VAE encode/decode.
+
+``run_job`` owns the loop; the kind of job (txt2img with or without hires fix, img2img, inpainting)
+supplies ``sample_batch``, which turns one batch's noise source and conditioning into latents, and
+``finish_image``, which may touch each decoded picture (the inpainting overlay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
+from modules.core.conditioning.prompt_parser import extract_extra_networks, strip_comments
+from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
+from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
+from modules.core.generation.request import Txt2ImgRequest
+from modules.core.infotext import build_infotext, order_params
+from modules.core.models.loader import StableDiffusionModel
+from modules.core.rng import ImageRNG, fix_seed
+from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
+
+
+class NansError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str  # file name without folder or extension, as the infotext's "Model"
+    short_hash: str | None  # first 10 hex of the file's sha256; None with --no-hashing
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Settings that shape generation (A1111 setting keys in comments)."""
+
+    text: TextOptions = TextOptions()
+    sampler: SamplerOptions = SamplerOptions()
+    randn_source: str = "GPU"  # randn_source
+    eta_noise_seed_delta: int = 0  # eta_noise_seed_delta
+    add_model_hash: bool = True  # add_model_hash_to_info
+    add_model_name: bool = True  # add_model_name_to_info
+    version: str | None = None  # written as "Version" when add_version_to_infotext
+    nan_check: bool = True  # off with --disable-nan-check
+    strip_comments: bool = True  # enable_prompt_comments: "# …" to the end of a line is not prompt
+    old_prompt_timelines: bool = False  # use_old_scheduling (pre-1.6 prompt-editing step rules)
+    img2img_fix_steps: bool = False  # img2img_fix_steps: run exactly `steps` steps whatever the strength
+    img2img_background_color: str = "#ffffff"  # img2img_background_color: under transparent pixels
+    inpainting_mask_weight: float = 1.0  # inpainting_mask_weight ("Conditional mask weight")
+
+
+class Progress(Protocol):
+    def start_batch(self, batch_index: int, batch_count: int, steps: int) -> None: ...
+    def step(self, step: int, denoised: torch.Tensor) -> None: ...
+    def stop_requested(self) -> bool: ...  # interrupt or skip: end the current sampling now
+    def interrupted(self) -> bool: ...  # do not start further batches
+
+
+@dataclass
+class GeneratedImage:
+    image: Image.Image
+    infotext: str
+    index: int
+    seed: int
+    subseed: int
+    prompt: str
+    negative_prompt: str
+    incomplete: bool = False
+
+
+@dataclass
+class GenerationResult:
+    request: Txt2ImgRequest
+    sampler_name: str
+    all_prompts: list[str]
+    all_negative_prompts: list[str]
+    all_seeds: list[int]
+    all_subseeds: list[int]
+    extra_generation_params: dict = field(default_factory=dict)
+    images: list[GeneratedImage] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def seed(self) -> int:
+        return self.all_seeds[0]
+
+    @property
+    def subseed(self) -> int:
+        return self.all_subseeds[0]
+
+    @property
+    def infotexts(self) -> list[str]:
+        return [image.infotext for image in self.images]
+
+
+def seeded_result(request: Txt2ImgRequest, sampler_name: str, options: GenerationOptions) -> GenerationResult:
+    count = request.batch_size * request.n_iter
+    seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
+    vary = request.subseed_strength == 0
+    prompt, negative = request.prompt, request.negative_prompt
+    if options.strip_comments:
+        prompt, negative = strip_comments(prompt), strip_comments(negative)
+    return GenerationResult(
+        request=request,
+        sampler_name=sampler_name,
+        all_prompts=[prompt] * count,
+        all_negative_prompts=[negative] * count,
+        all_seeds=[seed + (k if vary else 0) for k in range(count)],
+        all_subseeds=[subseed + k for k in range(count)],
+    )
+
+
+class Conditioning:
+    """Encodes a batch's prompts into per-step conditioning; consecutive batches with the same
+    prompts (batch count > 1) reuse the previous encoding. ``hires_steps`` gives the prompt
+    schedules of a hires pass (A1111 reads `[a:b:N]` against both step counts)."""
+
+    def __init__(self, conditioner: ClipTextConditioner, steps: int, old_timelines: bool, hires_steps: int | None = None):
+        self.encode = conditioner.encode
+        self.steps = steps
+        self.hires_steps = hires_steps
+        self.old_timelines = old_timelines
+        self._last: dict[str, tuple[tuple[str, ...], object]] = {}
+
+    def _cached(self, kind: str, key: tuple[str, ...], make):
+        last = self._last.get(kind)
+        if last is None or last[0] != key:
+            last = self._last[kind] = (key, make())
+        return last[1]
+
+    def cond(self, prompts: list[str]) -> CondBatch:
+        # Extra-network tags (<lora:…>, <hypernet:…>) are not text for the encoder; the networks
+        # themselves are applied by the model-zoo code. The negative prompt keeps its tags (A1111).
+        texts = [extract_extra_networks(prompt)[0] for prompt in prompts]
+        return self._cached("cond", tuple(texts), lambda: encode_cond(self.encode, texts, self.steps, self.hires_steps, self.old_timelines))
+
+    def uncond(self, prompts: list[str]) -> UncondBatch:
+        return self._cached("uncond", tuple(prompts), lambda: encode_uncond(self.encode, prompts, self.steps, self.hires_steps, self.old_timelines))
+
+
+def _check_for_nans(latent: torch.Tensor) -> None:
+    if torch.isnan(latent).all():
+        raise NansError(
+            "A tensor with all NaNs was produced by the U-Net. Your card may not support half precision: "
+            "try --no-half (or --precision full), or --disable-nan-check to see the image anyway."
+        )
+
+
+@dataclass
+class Batch:
+    """One batch of a job, as ``sample_batch`` sees it."""
+
+    number: int
+    span: slice  # the images of the job in this batch
+    rng: ImageRNG
+    cond: CondBatch
+    uncond: UncondBatch
+
+
+SampleBatch = Callable[[Batch], tuple[torch.Tensor, bool]]  # → (latents, stopped early)
+FinishImage = Callable[[int, Image.Image], Image.Image]  # (position in the batch, decoded picture)
+
+
+def batch_rng(model: StableDiffusionModel, request: Txt2ImgRequest, options: GenerationOptions,
+              seeds: Sequence[int], subseeds: Sequence[int], shape: Sequence[int]) -> ImageRNG:
+    """The per-image noise generators of one batch (a hires pass makes a fresh one, same seeds)."""
+    return ImageRNG(
+        shape=tuple(shape),
+        seeds=seeds,
+        device=model.unet.device,
+        source=options.randn_source,
+        subseeds=subseeds,
+        subseed_strength=request.subseed_strength,
+        seed_resize_from=(request.seed_resize_from_w, request.seed_resize_from_h),
+        eta_noise_seed_delta=options.eta_noise_seed_delta,
+    )
+
+
+def make_conditioner(model: StableDiffusionModel, options: GenerationOptions,
+                     embeddings: Sequence[TextualInversion] = ()) -> ClipTextConditioner:
+    return ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, EmbeddingLookup(model.tokenizer, embeddings))
+
+
+def run_job(
+    model: StableDiffusionModel,
+    identity: ModelIdentity,
+    request: Txt2ImgRequest,
+    options: GenerationOptions,
+    progress: Progress,
+    on_image: Callable[[GeneratedImage], None],
+    result: GenerationResult,
+    sampling: SamplingPlan,
+    conditioning: Conditioning,
+    latent_size: tuple[int, int],
+    sample_batch: SampleBatch,
+    finish_image: FinishImage | None = None,
+    progress_steps: int | None = None,
+) -> GenerationResult:
+    """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h)."""
+    size = request.batch_size
+    latent_w, latent_h = latent_size
+    for number in range(request.n_iter):
+        if progress.interrupted():
+            break
+        span = slice(number * size, (number + 1) * size)
+        batch = Batch(
+            number=number,
+            span=span,
+            rng=batch_rng(model, request, options, result.all_seeds[span], result.all_subseeds[span],
+                          (model.latent_channels, latent_h, latent_w)),
+            cond=conditioning.cond(result.all_prompts[span]),
+            uncond=conditioning.uncond(result.all_negative_prompts[span]),
+        )
+        progress.start_batch(number, request.n_iter, progress_steps or request.steps)
+        latent, stopped = sample_batch(batch)
+        if options.nan_check and not stopped:
+            _check_for_nans(latent)
+        for offset, image in enumerate(decode_latents(model, latent)):
+            index = number * size + offset
+            if finish_image is not None:
+                image = finish_image(offset, image)
+            params = infotext_params(request, sampling, identity, options, result, index)
+            generated = GeneratedImage(
+                image=image,
+                infotext=build_infotext(result.all_prompts[index], result.all_negative_prompts[index], params),
+                index=index,
+                seed=result.all_seeds[index],
+                subseed=result.all_subseeds[index],
+                prompt=result.all_prompts[index],
+                negative_prompt=result.all_negative_prompts[index],
+                incomplete=stopped,
+            )
+            result.images.append(generated)
+            on_image(generated)
+    result.interrupted = progress.interrupted()
+    return result
+
+
+def to_pixels(latent: torch.Tensor) -> list[Image.Image]:
+    """Decoded VAE output in [-1, 1] → 8-bit pictures, values truncated like A1111."""
+    pixels = torch.clamp((latent.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return [Image.fromarray((255.0 * np.moveaxis(row.cpu().numpy(), 0, 2)).astype(np.uint8)) for row in pixels]
+
+
+def image_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB pictures → a (B, 3, H, W) float tensor in [0, 1]."""
+    arrays = [np.moveaxis(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, 2, 0) for image in images]
+    return torch.from_numpy(np.stack(arrays))
+
+
+@torch.no_grad()
+def encode_images(model: StableDiffusionModel, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) pixels in [0, 1] → scaled latents, one image at a time. The posterior's mean is
+    taken (A1111 samples it with the unseeded global generator; for a trained VAE the two differ by
+    far less than one 8-bit step, and the mean keeps img2img reproducible)."""
+    vae = model.vae
+    rows = []
+    for index in range(pixels.shape[0]):
+        x = (pixels[index : index + 1] * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+        rows.append(vae.encode(x).latent_dist.mean.float() * model.latent_scale_factor)
+    return torch.cat(rows).to(model.unet.device)
+
+
+@torch.no_grad()
+def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor) -> torch.Tensor:
+    """Latents → VAE output in [-1, 1], one image at a time (peak memory of a single decode)."""
+    vae = model.vae
+    rows = []
+    for index in range(latent.shape[0]):
+        z = latent[index : index + 1].to(device=vae.device, dtype=vae.dtype)
+        rows.append(vae.decode(z * (1.0 / model.latent_scale_factor), return_dict=False)[0].float())
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def decode_latents(model: StableDiffusionModel, latent: torch.Tensor) -> list[Image.Image]:
+    return to_pixels(decode_to_pixels(model, latent))
+
+
+def infotext_params(
+    request: Txt2ImgRequest,
+    sampling: SamplingPlan,
+    identity: ModelIdentity,
+    options: GenerationOptions,
+    result: GenerationResult,
+    index: int,
+) -> dict:
+    """The infotext pairs of image ``index``: the fixed keys, then ``result.extra_generation_params``
+    in the order the job added them."""
+    varied = request.subseed_strength != 0
+    resized = request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0
+    clip_skip = options.text.clip_skip
+    ensd = options.eta_noise_seed_delta
+    uses_ensd = bool(ensd) and sampling.sampler.uses_ensd and sampling.eta != 0
+    fixed = {
+        "Steps": request.steps,
+        "Sampler": sampling.sampler.name,
+        "Schedule type": schedule_label(sampling),
+        "CFG scale": request.cfg_scale,
+        "Seed": result.all_seeds[index],
+        "Size": f"{request.width}x{request.height}",
+        "Model hash": identity.short_hash if options.add_model_hash else None,
+        "Model": identity.name if options.add_model_name else None,
+        "Variation seed": result.all_subseeds[index] if varied else None,
+        "Variation seed strength": request.subseed_strength if varied else None,
+        "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized else None,
+        "Clip skip": clip_skip if clip_skip > 1 else None,
+        "ENSD": ensd if uses_ensd else None,
+        "RNG": options.randn_source if options.randn_source != "GPU" else None,
+    }
+    extra = dict(result.extra_generation_params)
+    emphasis = options.text.emphasis
+    prompts = result.all_prompts[index] + result.all_negative_prompts[index]
+    if emphasis != "Original" and any(ch in prompts for ch in "(["):
+        extra["Emphasis"] = emphasis
+    return order_params(fixed, extra, options.version)

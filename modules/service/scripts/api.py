@@ -1,0 +1,104 @@
+"""The Script API: a script has a title, says on which tabs it shows, declares its controls, and runs.
+
+``ui(is_img2img)`` returns the script's controls in order; the values the user set arrive as the
+positional ``*args`` of ``run(p, *args)`` in the same order (as A1111's ``script_args``, which the
+HTTP API passes too). Built-in scripts declare controls with the plain specs below, which the UI
+layer renders; extension scripts may return Gradio components instead.
+
+``run`` edits copies of ``p`` and calls ``process_images`` as often as it needs, returning one
+``Processed`` with the images to show (grids first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modules.service.processing import Processed, Processing
+
+
+@dataclass(frozen=True)
+class Control:
+    label: str
+    value: Any = None
+    elem_id: str | None = None
+    visible: bool = True
+
+
+@dataclass(frozen=True)
+class Slider(Control):
+    minimum: float = 0
+    maximum: float = 100
+    step: float = 1
+
+
+@dataclass(frozen=True)
+class Number(Control):
+    precision: int | None = None
+
+
+@dataclass(frozen=True)
+class Checkbox(Control):
+    pass
+
+
+@dataclass(frozen=True)
+class Textbox(Control):
+    lines: int = 1
+    placeholder: str = ""
+
+
+@dataclass(frozen=True)
+class Dropdown(Control):
+    choices: tuple = ()
+    multiselect: bool = False
+    allow_custom_value: bool = False
+
+
+@dataclass(frozen=True)
+class Radio(Control):
+    choices: tuple = ()
+    type: str = "value"  # "index": the chosen position reaches run(), as Gradio's type="index"
+
+
+@dataclass(frozen=True)
+class CheckboxGroup(Control):
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class File(Control):
+    file_types: tuple = ()
+
+
+class Script:
+    """Subclass and override; the defaults mirror A1111's."""
+
+    def title(self) -> str:
+        raise NotImplementedError
+
+    def show(self, is_img2img: bool) -> bool:
+        return True
+
+    def ui(self, is_img2img: bool) -> list:
+        return []
+
+    def run(self, p: Processing, *args) -> Processed | None:
+        return None
+
+
+@dataclass
+class ScriptRegistry:
+    """The selectable scripts, in dropdown order; ``select`` resolves a title (case-insensitive, as
+    the API's ``script_name``)."""
+
+    scripts: list[Script] = field(default_factory=list)
+
+    def titles(self, is_img2img: bool) -> list[str]:
+        return [script.title() for script in self.scripts if script.show(is_img2img)]
+
+    def select(self, title: str, is_img2img: bool) -> Script:
+        for script in self.scripts:
+            if script.show(is_img2img) and script.title().lower() == title.strip().lower():
+                return script
+        raise KeyError(f"script {title!r} does not exist; available: {', '.join(self.titles(is_img2img)) or 'none'}")
