@@ -115,6 +115,7 @@ def draw_grid_annotations(grid: Image.Image, cell_width: int, cell_height: int,
                           margin: int = 0) -> Image.Image:
     """A new image: ``grid``'s cells spaced by ``margin``, a band of column titles on top and of row
     titles on the left (each band only when it has text). One list of annotations per column/row."""
+    margin = int(margin)  # a UI slider may send 10.0
     cols = grid.width // cell_width
     rows = grid.height // cell_height
     if len(hor_texts) != cols:

@@ -14,6 +14,7 @@ Pure string functions: no torch, no Gradio, no PIL (see `png_meta` for the image
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 
@@ -240,7 +241,26 @@ def _apply_legacy_keys(result: dict[str, object]) -> None:
     if hypernet is not None:
         strength = result.get("Hypernet strength", "1.0")
         result["Prompt"] = f"{result['Prompt']}<hypernet:{hypernet}:{strength}>"
-    # "First pass size" (pre-1.0 hires fix) would be converted to Size/Hires resize here.
+    _convert_first_pass_size(result)
+
+
+def _convert_first_pass_size(result: dict[str, object]) -> None:
+    """Pre-1.0 hires fix wrote the final size as ``Size`` and the first pass as ``First pass size``
+    (0x0 meaning "about 512² pixels"); today ``Size`` is the first pass and the final size is
+    ``Hires resize``."""
+    first_w, first_h = result.get("First pass size-1"), result.get("First pass size-2")
+    if first_w is None or first_h is None:
+        return
+    try:
+        first_w, first_h = int(first_w), int(first_h)
+        width, height = int(result.get("Size-1", 512)), int(result.get("Size-2", 512))
+    except (TypeError, ValueError):
+        return
+    if first_w == 0 or first_h == 0:
+        scale = math.sqrt(512 * 512 / (width * height))
+        first_w, first_h = math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+    result["Size-1"], result["Size-2"] = first_w, first_h
+    result["Hires resize-1"], result["Hires resize-2"] = width, height
 
 
 # A1111 fills these when the infotext lacks them, so that pasting an old infotext resets the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,7 +17,8 @@ from modules.core.atomic import write_text
 from modules.core.conditioning.clip_text import TextOptions
 from modules.core.conditioning.token_count import prompt_token_count
 from modules.core.generation.img2img import run_img2img
-from modules.core.generation.request import Img2ImgRequest, Txt2ImgRequest
+from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2ImgRequest
+from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
 from modules.core.generation.txt2img import run_txt2img
@@ -103,7 +104,21 @@ class GenerationService:
         """img2img, sketch and inpainting; the same contract as ``txt2img``."""
         return self._job(request, True, save_images, override_settings, restore_afterwards, on_progress, script)
 
-    def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script):
+    def upscale_image(self, request: Txt2ImgRequest, image, infotext: str = "", save_images: bool | None = None,
+                      on_progress: Callable[[ProgressSnapshot], None] | None = None) -> JobOutcome:
+        """✨: run only the hires pass of ``request`` on a finished ``image``, with the seed (and
+        variation seed) its ``infotext`` names, as one image."""
+        params = parse_infotext(infotext) if infotext else {}
+        try:
+            seed = int(params.get("Seed", request.seed))
+            subseed = int(params.get("Variation seed", -1))
+        except (TypeError, ValueError):
+            raise InvalidRequest("infotext", "has an unreadable Seed or Variation seed") from None
+        request = replace(request, enable_hr=True, batch_size=1, n_iter=1, seed=seed, subseed=subseed)
+        return self._job(request, False, save_images, None, True, on_progress, None, first_pass_image=image)
+
+    def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script,
+             first_pass_image=None):
         request = request.validate()
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
         tab = "img2img" if is_img2img else "txt2img"
@@ -113,6 +128,7 @@ class GenerationService:
             return self._process(p, tab, save_images, runs)
 
         p = Processing(request, is_img2img=is_img2img, runner=runner, override_settings=override_settings)
+        p.firstpass_image = first_pass_image  # A1111's name
         if save_images is False:  # A1111's API: neither the images nor a grid are saved
             p.do_not_save_samples = p.do_not_save_grid = True
         base = self.settings.with_overrides(override_settings)
@@ -154,9 +170,12 @@ class GenerationService:
             saved.append(self._save(image, request, settings, tab) if save and not image.incomplete else None)
 
         options = self.generation_options(settings)
-        run = run_img2img if p.is_img2img else run_txt2img
-        result = run(loaded.model, loaded.identity, request, options, self.state, on_image,
-                     extra_generation_params=p.extra_generation_params)
+        common = (loaded.model, loaded.identity, request, options, self.state, on_image)
+        if p.is_img2img:
+            result = run_img2img(*common, extra_generation_params=p.extra_generation_params)
+        else:
+            result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
+                                 first_pass_image=getattr(p, "firstpass_image", None))
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules.core.generation.request import MASKED_CONTENT
 from modules.core.infotext import parse_infotext
 from modules.core.sampling.samplers import UnknownSamplerError, effective_scheduler, resolve_sampler
 from modules.service.settings import Settings, SettingsView
@@ -24,7 +25,19 @@ FIELDS: tuple[tuple[str, str, type], ...] = (
     ("Variation seed strength", "subseed_strength", float),
     ("Seed resize from-1", "seed_resize_from_w", int),
     ("Seed resize from-2", "seed_resize_from_h", int),
+    ("Denoising strength", "denoising_strength", float),
+    ("Hires upscale", "hr_scale", float),
+    ("Hires resize-1", "hr_resize_x", int),
+    ("Hires resize-2", "hr_resize_y", int),
+    ("Hires steps", "hr_second_pass_steps", int),
+    ("Hires upscaler", "hr_upscaler", str),
+    ("Hires prompt", "hr_prompt", str),
+    ("Hires negative prompt", "hr_negative_prompt", str),
+    ("Mask blur", "mask_blur", int),
+    ("Masked area padding", "inpaint_full_res_padding", int),
+    ("Noise multiplier", "initial_noise_multiplier", float),
 )
+HIRES_KEYS = ("Hires upscale", "Hires upscaler", "Hires resize-1")
 # Settings whose infotext key is not pasted as an override (switching models needs a click).
 NOT_OVERRIDDEN = {"sd_model_checkpoint"}
 
@@ -61,6 +74,7 @@ def paste(text: str, settings: Settings) -> Pasted:
             except (TypeError, ValueError):
                 continue
     _paste_sampler(params, pasted)
+    _paste_hires_and_inpaint(params, pasted)
     for setting in settings.schema.values():
         if not setting.infotext or setting.key in NOT_OVERRIDDEN or setting.infotext not in params:
             continue
@@ -84,6 +98,23 @@ def _paste_sampler(params: dict, pasted: Pasted) -> None:
     default = effective_scheduler(sampler, resolve_sampler(sampler.name, "Automatic")[1])
     pasted.fields["sampler_name"] = sampler.name
     pasted.fields["scheduler"] = "Automatic" if scheduler.name == default.name else scheduler.label
+
+
+def _paste_hires_and_inpaint(params: dict, pasted: Pasted) -> None:
+    """A1111's paste fields that are not plain casts: hires is on when a denoising strength comes
+    with a hires key; "Use same …" choices are the empty field; inpaint radios from their labels."""
+    if "Denoising strength" in params:
+        pasted.fields["enable_hr"] = any(key in params for key in HIRES_KEYS)
+    for key, name in (("Hires sampler", "hr_sampler_name"), ("Hires schedule type", "hr_scheduler")):
+        value = str(params.get(key, ""))
+        if key in params:
+            pasted.fields[name] = "" if value.startswith("Use same") else value
+    if "Mask mode" in params:
+        pasted.fields["inpainting_mask_invert"] = int(params["Mask mode"] == "Inpaint not masked")
+    if "Masked content" in params and params["Masked content"] in MASKED_CONTENT:
+        pasted.fields["inpainting_fill"] = MASKED_CONTENT.index(params["Masked content"])
+    if "Inpaint area" in params:
+        pasted.fields["inpaint_full_res"] = params["Inpaint area"] == "Only masked"
 
 
 def overrides_from_entries(entries: list[str], settings: Settings | SettingsView) -> dict[str, Any]:

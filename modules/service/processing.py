@@ -32,6 +32,9 @@ class Processing:
         self.do_not_save_grid = False
         self.outpath_grids = outpath_grids
         self.outpath_samples = outpath_samples
+        self.n_rows = -1  # setting n_rows: grid rows (-1 automatic, 0 = batch size)
+        # Saves a script's grid as "<basename>-NNNN.png" when the grid_save setting says so (set by the service).
+        self.save_grid: Callable[..., object] = lambda image, infotext, basename="grid": None
 
     @property
     def request(self):

@@ -105,11 +105,14 @@ class HiresPass:
         negatives = [hr_negative or negative for negative in result.all_negative_prompts]
         return cls(model, request, options, target, sampling, schedule, unet, conditioning, prompts, negatives)
 
-    def upscale(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """First-pass latents → (latents at the target size, inpainting-model image conditioning)."""
+    def upscale(self, latent: torch.Tensor | None, pictures: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """First-pass latents, or first-pass ``pictures`` (✨ on a finished image) → (latents at the
+        target size, inpainting-model image conditioning)."""
         model, target = self.model, self.target
         factor = model.vae_downscale
         mode = LATENT_UPSCALE_MODES.get(self.request.hr_upscaler)
+        if mode is not None and latent is None:
+            latent = encode_images(model, image_tensor(pictures))
         if mode is not None:
             interpolation, antialias = mode
             upscaled = torch.nn.functional.interpolate(
@@ -117,16 +120,18 @@ class HiresPass:
             )
             pixels = None
         else:
-            pictures = [resize_image(0, picture, target.width, target.height, self.request.hr_upscaler)
-                        for picture in to_pixels(decode_to_pixels(model, latent))]
+            if pictures is None:
+                pictures = to_pixels(decode_to_pixels(model, latent))
+            pictures = [resize_image(0, picture, target.width, target.height, self.request.hr_upscaler) for picture in pictures]
             pixels = image_tensor(pictures)
             upscaled = encode_images(model, pixels)
         tx, ty = target.truncate_x, target.truncate_y
         upscaled = upscaled[:, :, ty // 2 : upscaled.shape[2] - (ty + 1) // 2, tx // 2 : upscaled.shape[3] - (tx + 1) // 2]
         return upscaled, image_conditioning(model, upscaled.shape, pixels, None, self.options.inpainting_mask_weight)
 
-    def run(self, latent: torch.Tensor, batch: Batch, progress: Progress) -> tuple[torch.Tensor, bool]:
-        upscaled, image_cond = self.upscale(latent)
+    def run(self, latent: torch.Tensor | None, batch: Batch, progress: Progress,
+            pictures: list | None = None) -> tuple[torch.Tensor, bool]:
+        upscaled, image_cond = self.upscale(latent, pictures)
         rng = batch_rng(self.model, self.request, self.options, batch.rng.seeds, batch.rng.subseeds, upscaled.shape[1:])
         noise = rng.next()
         cond = self.conditioning.cond(self.prompts[batch.span])

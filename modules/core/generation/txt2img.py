@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation.hires import HiresPass
@@ -18,7 +19,7 @@ from modules.core.generation.job import (
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
-from modules.core.generation.request import Txt2ImgRequest
+from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.run import sample
 
@@ -32,10 +33,14 @@ def run_txt2img(
     on_image: Callable[[GeneratedImage], None] = lambda image: None,
     embeddings: Sequence[TextualInversion] = (),
     extra_generation_params: dict | None = None,
+    first_pass_image: Image.Image | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
-    ``extra_generation_params`` are infotext pairs a script adds (written before the job's own)."""
+    ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
+    ``first_pass_image`` (✨ upscale) replaces the first pass: only the hires pass runs, on it."""
     request = request.validate()
+    if first_pass_image is not None and not request.enable_hr:
+        raise InvalidRequest("enable_hr", "must be on to upscale an image with hires fix")
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
     result = seeded_result(request, sampling.sampler.name, options)
     result.extra_generation_params = dict(extra_generation_params or {})
@@ -50,6 +55,8 @@ def run_txt2img(
     latent_size = (request.width // model.vae_downscale, request.height // model.vae_downscale)
 
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
+        if first_pass_image is not None:
+            return hires.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds))
         x = batch.rng.next()
         denoiser = cfg_denoiser(unet, sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
                                 image_cond=image_conditioning(model, x.shape, None, None, 1.0))
@@ -59,6 +66,6 @@ def run_txt2img(
             return latent, stopped
         return hires.run(latent, batch, progress)
 
-    steps = request.steps + (hires.steps if hires else 0)
+    steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
                    sample_batch, progress_steps=steps)

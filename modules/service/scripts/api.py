@@ -53,6 +53,7 @@ class Dropdown(Control):
     choices: tuple = ()
     multiselect: bool = False
     allow_custom_value: bool = False
+    type: str = "value"  # "index": the chosen position reaches run(), as Gradio's type="index"
 
 
 @dataclass(frozen=True)
