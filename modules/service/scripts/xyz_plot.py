@@ -350,7 +350,7 @@ class XYZPlot(Script):
         controls = []
         for name, default in (("X", 1), ("Y", 0), ("Z", 0)):
             controls += [
-                Dropdown(f"{name} type", value=labels[default], choices=labels),
+                Dropdown(f"{name} type", value=labels[default], choices=labels, type="index"),
                 Textbox(f"{name} values", value="", lines=1),
                 Dropdown(f"{name} values", value=[], multiselect=True, visible=False),
             ]

@@ -1,0 +1,33 @@
+"""The built-in scripts of the Script dropdown, in A1111's order (its ``scripts/`` folder sorted by
+file name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from modules.service.scripts.api import ScriptRegistry
+from modules.service.scripts.loopback import Loopback
+from modules.service.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting
+from modules.service.scripts.prompt_matrix import PromptMatrix
+from modules.service.scripts.prompts_from_file import PromptsFromFile
+from modules.service.scripts.sd_upscale import SDUpscale
+from modules.service.scripts.xyz_plot import XYZPlot
+
+VAE_SUFFIXES = (".pt", ".ckpt", ".safetensors")
+
+
+def builtin_scripts(checkpoint_titles: Callable[[], list[str]], vae_dir: Path) -> ScriptRegistry:
+    def vae_names() -> list[str]:
+        files = sorted(path.name for path in vae_dir.rglob("*") if path.suffix.lower() in VAE_SUFFIXES) if vae_dir.is_dir() else []
+        return ["Automatic", "None", *files]
+
+    return ScriptRegistry([
+        Loopback(),
+        OutpaintingMk2(),
+        PoorMansOutpainting(),
+        PromptMatrix(),
+        PromptsFromFile(),
+        SDUpscale(),
+        XYZPlot(checkpoint_titles, vae_names),
+    ])
