@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.core.generation.request import Txt2ImgRequest
+from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import parse_infotext
 from modules.service.scripts.api import ScriptRegistry
 from modules.service.scripts.xyz_plot import XYZPlot
@@ -62,7 +62,7 @@ def test_xyz_plot_steps_by_sampler_cells_equal_single_generations(scripted):
 
 def test_unknown_script_names_the_choices(scripted):
     service, _ = scripted
-    with pytest.raises(KeyError, match="X/Y/Z plot"):
+    with pytest.raises(InvalidRequest, match="script_name.*X/Y/Z plot"):
         service.txt2img(Txt2ImgRequest(**BASE), script=("Nope", []))
 
 

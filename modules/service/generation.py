@@ -138,7 +138,7 @@ class GenerationService:
         with self._gpu:
             self.state.begin(tab, on_progress)
             try:
-                processed = chosen.run(p, *script[1]) if chosen is not None else None
+                processed = self._run_script(chosen, p, script[1]) if chosen is not None else None
                 if processed is None:
                     processed = runner(p)
             finally:
@@ -156,6 +156,16 @@ class GenerationService:
             write_text(self.paths.params_file, processed.infotexts[processed.index_of_first_image]
                        if len(processed.infotexts) > processed.index_of_first_image else result.images[0].infotext)
         return JobOutcome(runs[0][0], loaded, processed, started)
+
+    @staticmethod
+    def _run_script(script, p: Processing, args: Sequence) -> Processed | None:
+        """A script's own argument errors (ValueError naming the value) are the request's errors."""
+        try:
+            return script.run(p, *args)
+        except InvalidRequest:
+            raise
+        except (ValueError, TypeError) as error:
+            raise InvalidRequest("script_args", f"{script.title()}: {error}") from error
 
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list) -> Processed:
         """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""

@@ -71,6 +71,27 @@ class Txt2ImgBody(Lenient):
     infotext: str | None = None
 
 
+class Img2ImgBody(Txt2ImgBody):
+    """A1111's StableDiffusionImg2ImgProcessingAPI: the txt2img fields plus these (its defaults:
+    note that the API, unlike the UI, defaults to "fill" and "Only masked" with no padding)."""
+
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
 class TextToImageResponse(BaseModel):
     images: list[str] | None = Field(default=None, description="base64 PNGs carrying the infotext")
     parameters: dict[str, Any]
@@ -96,3 +117,7 @@ class SDModelItem(BaseModel):
     sha256: str | None
     filename: str
     config: str | None
+
+
+class ImageToImageResponse(TextToImageResponse):
+    pass

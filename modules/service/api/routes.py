@@ -11,11 +11,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 
-from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
+from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import parse_infotext
 from modules.core.png_meta import pnginfo_for, read_infotext
 from modules.core.version import infotext_version
-from modules.service.api.models import PngInfoBody, PngInfoResponse, SDModelItem, TextToImageResponse, Txt2ImgBody
+from modules.service.api.models import (
+    Img2ImgBody, ImageToImageResponse, PngInfoBody, PngInfoResponse, SDModelItem, TextToImageResponse, Txt2ImgBody,
+)
 from modules.service.generation import GenerationService, Txt2ImgOutcome
 from modules.service.models import ModelLoadError
 
@@ -57,8 +59,8 @@ def encode_png(image: Image.Image, infotext: str | None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def txt2img_request(body: Txt2ImgBody) -> Txt2ImgRequest:
-    return Txt2ImgRequest(
+def _common_fields(body: Txt2ImgBody) -> dict:
+    return dict(
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         steps=body.steps,
@@ -76,6 +78,45 @@ def txt2img_request(body: Txt2ImgBody) -> Txt2ImgRequest:
         n_iter=body.n_iter,
         eta=body.eta,
     )
+
+
+def txt2img_request(body: Txt2ImgBody) -> Txt2ImgRequest:
+    return Txt2ImgRequest(
+        **_common_fields(body),
+        denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,
+        enable_hr=body.enable_hr,
+        hr_scale=body.hr_scale,
+        hr_upscaler=body.hr_upscaler or "Latent",
+        hr_second_pass_steps=body.hr_second_pass_steps,
+        hr_resize_x=body.hr_resize_x,
+        hr_resize_y=body.hr_resize_y,
+        hr_sampler_name="" if body.hr_sampler_name in (None, "Use same sampler") else body.hr_sampler_name,
+        hr_scheduler="" if body.hr_scheduler in (None, "Use same scheduler") else body.hr_scheduler,
+        hr_prompt=body.hr_prompt,
+        hr_negative_prompt=body.hr_negative_prompt,
+    )
+
+
+def img2img_request(body: Img2ImgBody, noise_multiplier: float) -> Img2ImgRequest:
+    images = tuple(decode_image(data, "init_images") for data in body.init_images or ())
+    return Img2ImgRequest(
+        **_common_fields(body),
+        denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,
+        init_images=images,
+        mask=decode_image(body.mask, "mask") if body.mask else None,
+        latent_mask=decode_image(body.latent_mask, "latent_mask") if body.latent_mask else None,
+        resize_mode=body.resize_mode,
+        mask_blur=body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
+        inpainting_fill=body.inpainting_fill,
+        inpaint_full_res=body.inpaint_full_res,
+        inpaint_full_res_padding=body.inpaint_full_res_padding,
+        inpainting_mask_invert=body.inpainting_mask_invert,
+        initial_noise_multiplier=noise_multiplier if body.initial_noise_multiplier is None else body.initial_noise_multiplier,
+    )
+
+
+def _script(body: Txt2ImgBody) -> tuple[str, list] | None:
+    return (body.script_name, list(body.script_args)) if body.script_name else None
 
 
 def info_json(outcome: Txt2ImgOutcome, clip_skip: int, styles: list[str] | None) -> str:
@@ -105,14 +146,14 @@ def info_json(outcome: Txt2ImgOutcome, clip_skip: int, styles: list[str] | None)
         "sd_vae_hash": None,
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
-        "denoising_strength": None,
+        "denoising_strength": req.denoising_strength if (req.enable_hr or isinstance(req, Img2ImgRequest)) else None,
         "extra_generation_params": r.extra_generation_params,
         "index_of_first_image": outcome.processed.index_of_first_image,
         "infotexts": outcome.processed.infotexts,
         "styles": styles or [],
         "job_timestamp": outcome.job_timestamp,
         "clip_skip": clip_skip,
-        "is_using_inpainting_conditioning": False,
+        "is_using_inpainting_conditioning": "Conditional mask weight" in r.extra_generation_params,
         "version": infotext_version(),
     }
     return json.dumps(info, default=lambda o: None)
@@ -130,6 +171,15 @@ def create_api(service: GenerationService, dependencies: list | None = None) -> 
 def _routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
 
+    def respond(body: Txt2ImgBody, outcome: Txt2ImgOutcome, parameters: dict) -> dict:
+        settings = service.settings.with_overrides(body.override_settings)
+        with_info = settings.get("enable_pnginfo")
+        processed = outcome.processed
+        images = [encode_png(image, text if with_info else None) for image, text in zip(processed.images, processed.infotexts)
+                  ] if body.send_images else []
+        info = info_json(outcome, settings.get("CLIP_stop_at_last_layers"), body.styles)
+        return dict(images=images, parameters=parameters, info=info)
+
     @router.post("/txt2img", response_model=TextToImageResponse)
     def txt2img(body: Txt2ImgBody) -> TextToImageResponse:
         outcome = service.txt2img(
@@ -137,14 +187,27 @@ def _routes(service: GenerationService) -> APIRouter:
             save_images=body.save_images,
             override_settings=body.override_settings,
             restore_afterwards=body.override_settings_restore_afterwards,
+            script=_script(body),
         )
+        return TextToImageResponse(**respond(body, outcome, body.model_dump()))
+
+    @router.post("/img2img", response_model=ImageToImageResponse)
+    def img2img(body: Img2ImgBody) -> ImageToImageResponse:
+        if not body.init_images:
+            raise InvalidRequest("init_images", "needs at least one base64 image")
         settings = service.settings.with_overrides(body.override_settings)
-        with_info = settings.get("enable_pnginfo")
-        processed = outcome.processed
-        images = [encode_png(image, text if with_info else None) for image, text in zip(processed.images, processed.infotexts)
-                  ] if body.send_images else []
-        info = info_json(outcome, settings.get("CLIP_stop_at_last_layers"), body.styles)
-        return TextToImageResponse(images=images, parameters=body.model_dump(), info=info)
+        outcome = service.img2img(
+            img2img_request(body, settings.get("initial_noise_multiplier")),
+            save_images=body.save_images,
+            override_settings=body.override_settings,
+            restore_afterwards=body.override_settings_restore_afterwards,
+            script=_script(body),
+        )
+        parameters = body.model_dump()
+        if not body.include_init_images:  # A1111 leaves the (large) inputs out of the echo
+            parameters["init_images"] = None
+            parameters["mask"] = None
+        return ImageToImageResponse(**respond(body, outcome, parameters))
 
     @router.get("/sd-models", response_model=list[SDModelItem])
     def sd_models() -> list[SDModelItem]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules.core.generation.request import InvalidRequest
 from modules.service.processing import Processed, Processing
 
 
@@ -102,4 +103,5 @@ class ScriptRegistry:
         for script in self.scripts:
             if script.show(is_img2img) and script.title().lower() == title.strip().lower():
                 return script
-        raise KeyError(f"script {title!r} does not exist; available: {', '.join(self.titles(is_img2img)) or 'none'}")
+        raise InvalidRequest("script_name", f"script {title!r} does not exist; available: "
+                                            f"{', '.join(self.titles(is_img2img)) or 'none'}")
