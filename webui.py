@@ -17,6 +17,7 @@ from modules.core.hash_cache import HashCache  # noqa: E402
 from modules.core.paths import Paths  # noqa: E402
 from modules.service.generation import GenerationService, ServiceFlags  # noqa: E402
 from modules.service.models import ModelLoadError, ModelService  # noqa: E402
+from modules.service.scripts.builtin import builtin_scripts  # noqa: E402
 from modules.service.settings import Settings  # noqa: E402
 from modules.ui.server import build_app, serve  # noqa: E402
 
@@ -48,7 +49,7 @@ def create_service(flags) -> GenerationService:
         nan_check=not flags.disable_nan_check,
         prompt_history=not flags.no_prompt_history,
         console_progress=not flags.disable_console_progressbars,
-    ))
+    ), scripts=builtin_scripts(models.titles, paths.vae))
     if flags.ckpt:
         wanted = os.path.realpath(flags.ckpt)
         chosen = next((c for c in models.checkpoints if os.path.realpath(c.path) == wanted), None)

@@ -150,3 +150,29 @@ def test_bad_hires_fields_name_the_field(service):
         generate(service, hr_sampler_name="Nope")
     with pytest.raises(InvalidRequest, match="hr_second_pass_steps"):
         generate(service, hr_sampler_name="UniPC", hr_second_pass_steps=2)
+
+
+def test_hires_checkpoint_runs_the_second_pass_on_another_model(service, data_dir):
+    from tests.fixtures.tiny_sd import make_tiny_checkpoint
+
+    make_tiny_checkpoint(data_dir / "models" / "Stable-diffusion", "other.safetensors", seed=5)
+    service.models.refresh()
+    service.select_checkpoint("tiny-sd1")
+    plain = generate(service, batch_size=2, n_iter=2)
+    other = service.models.find("other")
+    switched = generate(service, batch_size=2, n_iter=2, hr_checkpoint_name=other.title)
+    params = parse_infotext(switched.infotexts[0])
+    other = service.models.find("other")  # hashed now
+    assert other.shorthash and params["Hires checkpoint"] == f"other [{other.shorthash}]"
+    assert params["Model"] == "tiny-sd1"  # the first pass's model names the picture
+    for a, b in zip(plain.images, switched.images):
+        assert not np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    # Every batch's first pass ran on the first model: the second batch equals the first one's seeds + 2.
+    again = generate(service, seed=79, batch_size=2, hr_checkpoint_name=other.title)
+    assert np.abs(np.asarray(again.images[0].image).astype(int)
+                  - np.asarray(switched.images[2].image).astype(int)).max() <= 1
+    assert service.settings.get("sd_model_checkpoint") == service.models.find("tiny-sd1").title  # still the model
+    pasted = service.paste(switched.infotexts[0]).fields
+    assert service.models.find(pasted["hr_checkpoint_name"]).path == other.path
+    with pytest.raises(InvalidRequest, match="hr_checkpoint_name"):
+        generate(service, hr_checkpoint_name="missing")

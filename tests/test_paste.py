@@ -33,11 +33,16 @@ def test_paste_sets_request_fields(settings):
         "negative_prompt": ASUKA.split("\n")[1][len("Negative prompt: "):],
         "steps": 20, "cfg_scale": 12, "seed": 2870305590, "width": 512, "height": 512,
         "sampler_name": "Euler", "scheduler": "Automatic",
+        # keys the infotext lacks reset their controls to A1111's defaults (§3.5)
+        "hr_resize_x": 0, "hr_resize_y": 0, "hr_prompt": "", "hr_negative_prompt": "",
+        "hr_sampler_name": "", "hr_scheduler": "", "hr_checkpoint_name": "",
+        "inpaint_full_res_padding": 32, "inpainting_mask_invert": 0, "inpainting_fill": 1, "inpaint_full_res": False,
     }
     # settings keys that differ from the current values become override entries, A1111's format
     assert pasted.overrides == ["Clip skip: 2", "ENSD: 31337"]
     # a fields dict builds a valid request
-    Txt2ImgRequest(**pasted.fields).validate()
+    request_fields = {name: value for name, value in pasted.fields.items() if name in Txt2ImgRequest.__dataclass_fields__}
+    Txt2ImgRequest(**request_fields).validate()
 
 
 def test_paste_only_overrides_what_differs(settings):
@@ -61,7 +66,9 @@ def test_paste_normalises_sampler_and_schedule(settings, sampler, schedule, expe
 
 def test_unknown_sampler_and_bad_numbers_are_left_out(settings):
     pasted = paste("a cat\nSteps: many, Sampler: Mystery, Seed: 5, CFG scale: 7.5", settings)
-    assert pasted.fields == {"prompt": "a cat", "negative_prompt": "", "seed": 5, "cfg_scale": 7.5}
+    assert "steps" not in pasted.fields and "sampler_name" not in pasted.fields
+    assert {key: pasted.fields[key] for key in ("prompt", "negative_prompt", "seed", "cfg_scale")} == {
+        "prompt": "a cat", "negative_prompt": "", "seed": 5, "cfg_scale": 7.5}
 
 
 def test_out_of_range_setting_values_are_not_offered(settings):
@@ -134,7 +141,8 @@ def test_paste_then_generate_reproduces_the_image(service):
                             override_settings={"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337}).result
     pasted = service.paste(first.infotexts[0])
     assert set(pasted.overrides) == {"Clip skip: 2", "ENSD: 31337"}
-    again = service.txt2img(Txt2ImgRequest(**pasted.fields), save_images=False,
+    fields = {name: value for name, value in pasted.fields.items() if name in Txt2ImgRequest.__dataclass_fields__}
+    again = service.txt2img(Txt2ImgRequest(**fields), save_images=False,
                             override_settings=service.overrides_from_entries(pasted.overrides)).result
     assert again.infotexts[0] == first.infotexts[0]
     assert np.array_equal(np.asarray(again.images[0].image), np.asarray(first.images[0].image))

@@ -21,7 +21,7 @@ from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2
 from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
-from modules.core.generation.txt2img import run_txt2img
+from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
@@ -157,6 +157,23 @@ class GenerationService:
                        if len(processed.infotexts) > processed.index_of_first_image else result.images[0].infotext)
         return JobOutcome(runs[0][0], loaded, processed, started)
 
+    def _hires_switch(self, request: Txt2ImgRequest, loaded: LoadedModel) -> ModelSwitch | None:
+        """A hires checkpoint other than the first pass's: both are loaded in turn, one at a time."""
+        name = request.hr_checkpoint_name
+        if not request.enable_hr or name in ("", "Use same checkpoint"):
+            return None
+        info = self.models.find(name)
+        if info is None:
+            raise InvalidRequest("hr_checkpoint_name", f"checkpoint {name!r} not found; available: "
+                                                       f"{', '.join(self.models.titles())}")
+        if info.path == loaded.info.path:
+            return None
+        info = self.models.hashed(info)
+        first_title, title = loaded.info.title, info.title
+        short = f"{info.stem} [{info.shorthash}]" if info.shorthash else info.stem
+        return ModelSwitch(first=lambda: self.models.ensure_loaded(first_title).model,
+                           hires=lambda: self.models.ensure_loaded(title).model, hires_title=short)
+
     @staticmethod
     def _run_script(script, p: Processing, args: Sequence) -> Processed | None:
         """A script's own argument errors (ValueError naming the value) are the request's errors."""
@@ -185,7 +202,8 @@ class GenerationService:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params)
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
-                                 first_pass_image=getattr(p, "firstpass_image", None))
+                                 first_pass_image=getattr(p, "firstpass_image", None),
+                                 model_switch=self._hires_switch(request, loaded))
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,

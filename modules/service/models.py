@@ -101,14 +101,21 @@ class ModelService:
             raise ModelLoadError(f"No checkpoint found. {self.folder_hint()}")
         return self._checkpoints[0]
 
+    def hashed(self, info: CheckpointInfo) -> CheckpointInfo:
+        """``info`` with its sha256 (computed now, or read from the cache) unless --no-hashing."""
+        if not self.hashing or info.sha256:
+            return info
+        with self._lock:
+            info = replace(info, sha256=self.hashes.sha256(info.path, info.cache_key))
+            self._checkpoints = [info if c.path == info.path else c for c in self._checkpoints]
+        return info
+
     def _load(self, info: CheckpointInfo) -> LoadedModel:
         started = time.perf_counter()
         self.unload()
         if not info.path.is_file():
             raise ModelLoadError(f"{info.path}: file not found (was it moved or deleted? press refresh)")
-        if self.hashing:
-            info = replace(info, sha256=self.hashes.sha256(info.path, info.cache_key))
-            self._checkpoints = [info if c.path == info.path else c for c in self._checkpoints]
+        info = self.hashed(info)
         try:
             state_dict = load_state_dict(info.path, allow_unsafe=self.allow_unsafe)
             overrides = read_ldm_yaml(info.yaml) if info.yaml else None

@@ -105,7 +105,8 @@ def _paste_hires_and_inpaint(params: dict, pasted: Pasted) -> None:
     with a hires key; "Use same …" choices are the empty field; inpaint radios from their labels."""
     if "Denoising strength" in params:
         pasted.fields["enable_hr"] = any(key in params for key in HIRES_KEYS)
-    for key, name in (("Hires sampler", "hr_sampler_name"), ("Hires schedule type", "hr_scheduler")):
+    for key, name in (("Hires sampler", "hr_sampler_name"), ("Hires schedule type", "hr_scheduler"),
+                      ("Hires checkpoint", "hr_checkpoint_name")):
         value = str(params.get(key, ""))
         if key in params:
             pasted.fields[name] = "" if value.startswith("Use same") else value

@@ -22,7 +22,8 @@ from modules.core.generation.job import (
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import LATENT_UPSCALE_MODES, Txt2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
-from modules.core.sampling.run import SamplingPlan, sample_img2img, schedule_label
+from modules.core.sampling.run import SamplingPlan, plan, sample_img2img, schedule_label
+from modules.core.sampling.samplers import resolve_sampler
 
 
 @dataclass(frozen=True)
@@ -53,57 +54,58 @@ def hires_target(width: int, height: int, scale: float, resize_x: int, resize_y:
     return HiresTarget(w, h, (w - resize_x) // latent_factor, (h - resize_y) // latent_factor)
 
 
+def add_hires_infotext(request: Txt2ImgRequest, options: GenerationOptions, result: GenerationResult,
+                       first_pass: SamplingPlan, hires_checkpoint: str | None = None) -> None:
+    """The hires keys, in A1111's order, after the script's and before the samplers' own."""
+    steps = request.hr_second_pass_steps or request.steps
+    sampler, scheduler = resolve_sampler(request.hr_sampler_name or request.sampler_name, request.hr_scheduler or request.scheduler)
+    sampling = plan(sampler, scheduler, options.sampler, request.eta)
+    hr_prompt, hr_negative = _hires_prompts(request, options)
+    extra = result.extra_generation_params
+    extra["Denoising strength"] = request.denoising_strength
+    if hires_checkpoint:
+        extra["Hires checkpoint"] = hires_checkpoint
+    if sampler.name != first_pass.sampler.name:
+        extra["Hires sampler"] = sampler.name
+    if hr_prompt and hr_prompt != result.all_prompts[0]:
+        extra["Hires prompt"] = hr_prompt
+    if hr_negative and hr_negative != result.all_negative_prompts[0]:
+        extra["Hires negative prompt"] = hr_negative
+    hires_label, first_label = schedule_label(sampling), schedule_label(first_pass)
+    extra["Hires schedule type"] = hires_label if hires_label != first_label else None
+    if request.hr_resize_x == 0 and request.hr_resize_y == 0:
+        extra["Hires upscale"] = request.hr_scale
+    else:
+        extra["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
+    if request.hr_second_pass_steps:
+        extra["Hires steps"] = steps
+    extra["Hires upscaler"] = request.hr_upscaler
+
+
+def _hires_prompts(request: Txt2ImgRequest, options: GenerationOptions) -> tuple[str, str]:
+    clean = strip_comments if options.strip_comments else (lambda text: text)
+    return clean(request.hr_prompt), clean(request.hr_negative_prompt)
+
+
 class HiresPass:
-    def __init__(self, model, request, options, target, sampling, schedule, unet, conditioning, prompts, negatives):
+    """The second pass on one loaded model."""
+
+    def __init__(self, model: StableDiffusionModel, request: Txt2ImgRequest, options: GenerationOptions,
+                 conditioner: ClipTextConditioner, result: GenerationResult):
         self.model = model
         self.request = request
         self.options = options
-        self.target = target
-        self.sampling = sampling
-        self.schedule = schedule
-        self.unet = unet
-        self.conditioning = conditioning
-        self.prompts = prompts
-        self.negatives = negatives
-
-    @property
-    def steps(self) -> int:
-        return self.request.hr_second_pass_steps or self.request.steps
-
-    @classmethod
-    def create(cls, model: StableDiffusionModel, request: Txt2ImgRequest, options: GenerationOptions,
-               conditioner: ClipTextConditioner, result: GenerationResult, first_pass: SamplingPlan) -> "HiresPass":
-        """Prepare the pass and add its infotext keys to ``result`` in A1111's order."""
-        steps = request.hr_second_pass_steps or request.steps
-        sampler_name = request.hr_sampler_name or request.sampler_name
-        sampling, schedule, unet = prepare_sampling(model, request, options, sampler_name,
-                                                    request.hr_scheduler or request.scheduler, steps, "hr_second_pass_steps")
-        clean = strip_comments if options.strip_comments else (lambda text: text)
-        hr_prompt, hr_negative = clean(request.hr_prompt), clean(request.hr_negative_prompt)
-        extra = result.extra_generation_params
-        extra["Denoising strength"] = request.denoising_strength
-        if sampler_name != request.sampler_name:
-            extra["Hires sampler"] = sampling.sampler.name
-        if hr_prompt and hr_prompt != result.all_prompts[0]:
-            extra["Hires prompt"] = hr_prompt
-        if hr_negative and hr_negative != result.all_negative_prompts[0]:
-            extra["Hires negative prompt"] = hr_negative
-        hires_label, first_label = schedule_label(sampling), schedule_label(first_pass)
-        extra["Hires schedule type"] = hires_label if hires_label != first_label else None
-        target = hires_target(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y,
-                              model.vae_downscale)
-        if request.hr_resize_x == 0 and request.hr_resize_y == 0:
-            extra["Hires upscale"] = request.hr_scale
-        else:
-            extra["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
-        if request.hr_second_pass_steps:
-            extra["Hires steps"] = request.hr_second_pass_steps
-        extra["Hires upscaler"] = request.hr_upscaler
-        total = steps * (2 if sampling.sampler.second_order else 1)
-        conditioning = Conditioning(conditioner, request.steps, options.old_prompt_timelines, hires_steps=total)
-        prompts = [hr_prompt or prompt for prompt in result.all_prompts]
-        negatives = [hr_negative or negative for negative in result.all_negative_prompts]
-        return cls(model, request, options, target, sampling, schedule, unet, conditioning, prompts, negatives)
+        self.steps = request.hr_second_pass_steps or request.steps
+        self.sampling, self.schedule, self.unet = prepare_sampling(
+            model, request, options, request.hr_sampler_name or request.sampler_name,
+            request.hr_scheduler or request.scheduler, self.steps, "hr_second_pass_steps")
+        self.target = hires_target(request.width, request.height, request.hr_scale, request.hr_resize_x,
+                                   request.hr_resize_y, model.vae_downscale)
+        total = self.steps * (2 if self.sampling.sampler.second_order else 1)
+        self.conditioning = Conditioning(conditioner, request.steps, options.old_prompt_timelines, hires_steps=total)
+        hr_prompt, hr_negative = _hires_prompts(request, options)
+        self.prompts = [hr_prompt or prompt for prompt in result.all_prompts]
+        self.negatives = [hr_negative or negative for negative in result.all_negative_prompts]
 
     def upscale(self, latent: torch.Tensor | None, pictures: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """First-pass latents, or first-pass ``pictures`` (✨ on a finished image) → (latents at the

@@ -128,6 +128,12 @@ class Conditioning:
         self.old_timelines = old_timelines
         self._last: dict[str, tuple[tuple[str, ...], object]] = {}
 
+    def rebind(self, conditioner: ClipTextConditioner) -> None:
+        """Encode with another model's text encoder from now on (a job that switches checkpoints)."""
+        if conditioner.encode != self.encode:
+            self.encode = conditioner.encode
+            self._last.clear()
+
     def _cached(self, kind: str, key: tuple[str, ...], make):
         last = self._last.get(kind)
         if last is None or last[0] != key:
@@ -161,6 +167,7 @@ class Batch:
     rng: ImageRNG
     cond: CondBatch
     uncond: UncondBatch
+    decoder: StableDiffusionModel | None = None  # set by a pass that ran on another checkpoint
 
 
 SampleBatch = Callable[[Batch], tuple[torch.Tensor, bool]]  # → (latents, stopped early)
@@ -201,14 +208,19 @@ def run_job(
     sample_batch: SampleBatch,
     finish_image: FinishImage | None = None,
     progress_steps: int | None = None,
+    before_batch: Callable[[], StableDiffusionModel] | None = None,
 ) -> GenerationResult:
-    """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h)."""
+    """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h).
+    ``before_batch`` (a job that switches checkpoints) makes the first pass's model current and
+    returns it; the pictures are decoded with whatever model the batch ended on."""
     size = request.batch_size
     latent_w, latent_h = latent_size
     for number in range(request.n_iter):
         if progress.interrupted():
             break
         span = slice(number * size, (number + 1) * size)
+        if before_batch is not None:
+            model = before_batch()
         batch = Batch(
             number=number,
             span=span,
@@ -221,7 +233,7 @@ def run_job(
         latent, stopped = sample_batch(batch)
         if options.nan_check and not stopped:
             _check_for_nans(latent)
-        for offset, image in enumerate(decode_latents(model, latent)):
+        for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
             index = number * size + offset
             if finish_image is not None:
                 image = finish_image(offset, image)

@@ -112,6 +112,7 @@ class Txt2ImgRequest:
     hr_scheduler: str = ""
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str = ""  # "" = the first pass's checkpoint
 
     def validate(self) -> "Txt2ImgRequest":
         """Check every field; return a copy with numbers normalised (7.0 → 7 for whole floats)."""

@@ -6,22 +6,44 @@ with a variation seed) and its own generator, so batches reproduce single images
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
 from modules.core.conditioning.textual_inversion import TextualInversion
-from modules.core.generation.hires import HiresPass
+from modules.core.generation.hires import HiresPass, add_hires_infotext
 from modules.core.generation.job import (
     Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, NansError,  # noqa: F401
-    Progress, make_conditioner, run_job, seeded_result,
+    Progress, decode_to_pixels, make_conditioner, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
-from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
+from modules.core.generation.request import LATENT_UPSCALE_MODES, InvalidRequest, Txt2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.run import sample
+
+
+@dataclass(frozen=True)
+class ModelSwitch:
+    """A hires pass on another checkpoint: each returns its model, loading it (and so unloading
+    the other) when it is not the current one."""
+
+    first: Callable[[], StableDiffusionModel]
+    hires: Callable[[], StableDiffusionModel]
+    hires_title: str  # "Hires checkpoint" in the infotext: "name [hash]"
+
+
+class _FirstPass:
+    """Everything of the first pass that belongs to one loaded model."""
+
+    def __init__(self, model: StableDiffusionModel, request: Txt2ImgRequest, options: GenerationOptions,
+                 embeddings: Sequence[TextualInversion]):
+        self.model = model
+        self.sampling, self.schedule, self.unet = prepare_sampling(
+            model, request, options, request.sampler_name, request.scheduler, request.steps)
+        self.conditioner = make_conditioner(model, options, embeddings)
 
 
 def run_txt2img(
@@ -34,38 +56,68 @@ def run_txt2img(
     embeddings: Sequence[TextualInversion] = (),
     extra_generation_params: dict | None = None,
     first_pass_image: Image.Image | None = None,
+    model_switch: ModelSwitch | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
-    ``first_pass_image`` (✨ upscale) replaces the first pass: only the hires pass runs, on it."""
+    ``first_pass_image`` (✨ upscale) replaces the first pass: only the hires pass runs, on it.
+    ``model_switch`` runs the hires pass on another checkpoint (``model`` is the first pass's)."""
     request = request.validate()
     if first_pass_image is not None and not request.enable_hr:
         raise InvalidRequest("enable_hr", "must be on to upscale an image with hires fix")
-    sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
+    first = _FirstPass(model, request, options, embeddings)
+    sampling = first.sampling
     result = seeded_result(request, sampling.sampler.name, options)
     result.extra_generation_params = dict(extra_generation_params or {})
-    conditioner = make_conditioner(model, options, embeddings)
-    hires = HiresPass.create(model, request, options, conditioner, result, sampling) if request.enable_hr else None
+    hires = None
+    if request.enable_hr:
+        hires_title = model_switch.hires_title if model_switch else None
+        add_hires_infotext(request, options, result, sampling, hires_title)
+        hires = HiresPass(model, request, options, first.conditioner, result)
     result.extra_generation_params.update(sampling.infotext)
     conditioning = Conditioning(
-        conditioner,
+        first.conditioner,
         steps=request.steps * (2 if sampling.sampler.second_order else 1),
         old_timelines=options.old_prompt_timelines,
     )
     latent_size = (request.width // model.vae_downscale, request.height // model.vae_downscale)
 
+    def first_model() -> StableDiffusionModel:
+        nonlocal first
+        current = model_switch.first()
+        if current is not first.model:
+            first = _FirstPass(current, request, options, embeddings)
+            conditioning.rebind(first.conditioner)
+        return current
+
+    def hires_pass() -> HiresPass:
+        nonlocal hires
+        if model_switch is not None:
+            current = model_switch.hires()
+            if current is not hires.model:
+                hires = HiresPass(current, request, options, make_conditioner(current, options, embeddings), result)
+        return hires
+
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         if first_pass_image is not None:
-            return hires.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds))
+            second = hires_pass()
+            batch.decoder = second.model
+            return second.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds))
         x = batch.rng.next()
-        denoiser = cfg_denoiser(unet, sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
-                                image_cond=image_conditioning(model, x.shape, None, None, 1.0))
-        latent, stopped = sample(sampling, request.steps, denoiser, batch.rng, schedule, options.sampler, progress.step,
-                                 first_noise=x)
+        denoiser = cfg_denoiser(first.unet, first.sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
+                                image_cond=image_conditioning(first.model, x.shape, None, None, 1.0))
+        latent, stopped = sample(first.sampling, request.steps, denoiser, batch.rng, first.schedule, options.sampler,
+                                 progress.step, first_noise=x)
         if hires is None or stopped:
             return latent, stopped
-        return hires.run(latent, batch, progress)
+        if model_switch is not None and LATENT_UPSCALE_MODES.get(request.hr_upscaler) is None:
+            pictures, latent = to_pixels(decode_to_pixels(first.model, latent)), None  # decoded by the first model's VAE
+        else:
+            pictures = None
+        second = hires_pass()
+        batch.decoder = second.model
+        return second.run(latent, batch, progress, pictures=pictures)
 
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
-                   sample_batch, progress_steps=steps)
+                   sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None)
