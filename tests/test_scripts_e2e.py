@@ -85,3 +85,24 @@ def test_one_image_gets_no_grid_and_the_n_rows_setting_is_used(service):
     service.settings.set("n_rows", 1)
     wide = service.txt2img(Txt2ImgRequest(**{**BASE, "batch_size": 3})).processed
     assert wide.images[0].size == (192, 64)
+
+
+def test_sd_upscale_saves_the_combined_picture_as_a_sample(service):
+    from modules.core.generation.request import IMAGE_UPSCALERS, Img2ImgRequest
+    from modules.service.scripts.sd_upscale import SDUpscale
+
+    service.scripts = ScriptRegistry([SDUpscale()])
+    source = Image.new("RGB", (64, 64), (40, 90, 160))
+    request = Img2ImgRequest(**{**BASE, "init_images": (source,), "denoising_strength": 0.3})
+    outcome = service.img2img(request, script=("SD upscale", [None, 32, IMAGE_UPSCALERS.index("Lanczos"), 2.0]))
+    processed = outcome.processed
+    assert [image.size for image in processed.images] == [(128, 128)]
+    path = processed.saved[0]
+    assert path is not None and path.parent.parent.name == "img2img-images"
+    with Image.open(path) as saved:
+        assert saved.size == (128, 128) and saved.info["parameters"] == processed.infotexts[0]
+    tiles = [p for p in path.parent.iterdir() if p != path]
+    assert not tiles  # the tiles themselves are not saved, as A1111
+    unsaved = service.img2img(request, save_images=False,
+                              script=("SD upscale", [None, 32, IMAGE_UPSCALERS.index("Lanczos"), 2.0]))
+    assert unsaved.processed.saved == [None]

@@ -134,6 +134,16 @@ class GenerationService:
         base = self.settings.with_overrides(override_settings)
         p.n_rows = base.get("n_rows")
         p.save_grid = lambda image, infotext, basename="grid": self._save_grid(image, infotext, basename, tab, base)
+        keep = base.get("samples_save") if save_images is None else save_images
+
+        def save_sample(image, infotext: str, seed: int, prompt: str) -> Path | None:
+            if not keep:
+                return None
+            sample = GeneratedImage(image=image, infotext=infotext, index=0, seed=seed, subseed=-1, prompt=prompt,
+                                    negative_prompt="")
+            return self._save(sample, p.request, base, tab)
+
+        p.save_sample = save_sample
         started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         with self._gpu:
             self.state.begin(tab, on_progress)

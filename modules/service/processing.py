@@ -35,6 +35,9 @@ class Processing:
         self.n_rows = -1  # setting n_rows: grid rows (-1 automatic, 0 = batch size)
         # Saves a script's grid as "<basename>-NNNN.png" when the grid_save setting says so (set by the service).
         self.save_grid: Callable[..., object] = lambda image, infotext, basename="grid": None
+        # Saves a picture a script composed itself (SD upscale, outpainting) as a normal sample,
+        # when samples are saved for this job; returns the path or None (set by the service).
+        self.save_sample: Callable[..., object] = lambda image, infotext, seed, prompt: None
 
     @property
     def request(self):

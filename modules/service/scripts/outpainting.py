@@ -266,13 +266,14 @@ class OutpaintingMk2(Script):
 
         info = jobs[0].info if jobs else ""
         seed = jobs[0].seed if jobs else p.seed
+        interrupted = any(result.interrupted for result in jobs)
         grids, saved = [], []
         if len(finished) > 1:
             grid = image_grid(finished, n_rows=getattr(p, "n_rows", -1))
             grids = [grid]
             saved.append(p.save_grid(grid, info, "grid"))
-        return _outcome(p, grids + finished, info, seed, len(grids), saved + [None] * len(finished),
-                        any(result.interrupted for result in jobs))
+        saved += [None if interrupted else p.save_sample(image, info, seed, p.prompt) for image in finished]
+        return _outcome(p, grids + finished, info, seed, len(grids), saved, interrupted)
 
 
 # -- Poor man's outpainting ---------------------------------------------------------------------
@@ -363,7 +364,9 @@ class PoorMansOutpainting(Script):
 
         info = first.info if first else ""
         seed = first.seed if first else p.seed
-        return _outcome(p, [combine_grid(grid)], info, seed, 0, [None], interrupted)
+        combined = combine_grid(grid)
+        saved = None if interrupted else p.save_sample(combined, info, seed, p.prompt)
+        return _outcome(p, [combined], info, seed, 0, [saved], interrupted)
 
 
 def _outcome(p: Processing, images: list[Image.Image], info: str, seed: int, grids: int, saved: list,

@@ -158,6 +158,7 @@ class SDUpscale(Script):
         p.do_not_save_grid = p.do_not_save_samples = True
 
         results: list[Image.Image] = []
+        saved: list = []
         first_info = ""
         interrupted = False
         for n in range(upscale_count):
@@ -177,6 +178,8 @@ class SDUpscale(Script):
             for index, tile in enumerate(grid.tiles()):
                 tile.image = done[index] if index < len(done) else Image.new("RGB", (p.width, p.height))
             results.append(combine_grid(grid))
+            if not interrupted:
+                saved.append(p.save_sample(results[-1], first_info, seed + n, p.prompt))
             if interrupted:
                 break
 
@@ -190,5 +193,5 @@ class SDUpscale(Script):
             width=p.width,
             height=p.height,
             interrupted=interrupted,
-            saved=[None] * len(results),
+            saved=saved + [None] * (len(results) - len(saved)),
         )
