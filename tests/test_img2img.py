@@ -176,3 +176,43 @@ def test_bad_requests_name_the_field(service):
         run(service, inpainting_fill=4)
     with pytest.raises(InvalidRequest, match="resize_mode"):
         run(service, resize_mode=7)
+
+
+@pytest.fixture
+def inpainting_service(service, data_dir):
+    from tests.fixtures.tiny_sd import make_tiny_checkpoint
+
+    make_tiny_checkpoint(data_dir / "models" / "Stable-diffusion", "tiny-inpainting.safetensors", seed=3, in_channels=9)
+    service.models.refresh()
+    service.select_checkpoint("tiny-inpainting")
+    return service
+
+
+def test_inpainting_model_gets_mask_and_masked_picture_channels(inpainting_service):
+    service = inpainting_service
+    assert service.models.loaded.model.unet.config.in_channels == 9
+    source, mask = picture(), box_mask()
+    result = run(service, init_images=(source,), mask=mask, mask_blur=0)
+    keep = np.asarray(mask) == 0
+    assert unchanged_outside(result.images[0].image, source, keep)
+    params = parse_infotext(result.infotexts[0])
+    assert params["Conditional mask weight"] == "1.0"
+    # The conditioning is really used: another mask weight (setting) changes the repainted area.
+    service.settings.set("inpainting_mask_weight", 0.5)
+    half = run(service, init_images=(source,), mask=mask, mask_blur=0)
+    assert not np.array_equal(pixels(result), pixels(half))
+    assert parse_infotext(half.infotexts[0])["Conditional mask weight"] == "0.5"
+
+
+def test_txt2img_and_hires_with_an_inpainting_model(inpainting_service):
+    from modules.core.generation.request import Txt2ImgRequest
+
+    service = inpainting_service
+    request = Txt2ImgRequest(prompt="a cat", seed=4, steps=3, width=64, height=64, sampler_name="Euler")
+    first = service.txt2img(request, save_images=False).result
+    again = service.txt2img(request, save_images=False).result
+    assert np.array_equal(pixels(first), pixels(again))
+    hires = service.txt2img(Txt2ImgRequest(**{**request.__dict__, "enable_hr": True, "hr_scale": 1.5,
+                                              "hr_upscaler": "Lanczos", "hr_second_pass_steps": 2}),
+                            save_images=False).result
+    assert hires.images[0].image.size == (96, 96)
