@@ -6,7 +6,8 @@ import gradio as gr
 
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
-from modules.ui import pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui.common import infotext_at, open_picture, picture_at
 
 CSS = """
 .infotext { font-size: 0.9em; word-break: break-word; white-space: normal; }
@@ -14,6 +15,7 @@ CSS = """
 #quicksettings .refresh { max-width: 3em; min-width: 3em; }
 .token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -0.5em; }
 #settings_result .error { color: var(--error-text-color, #c00); }
+.resolution { font-weight: bold; }
 """
 
 
@@ -51,14 +53,47 @@ def _quicksettings(service: GenerationService) -> gr.Markdown:
     return notice
 
 
+def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_tab.Txt2ImgTab,
+                  img2img: img2img_tab.Img2ImgTab, pnginfo: pnginfo_tab.PngInfoTab) -> None:
+    """🖼 / 🎨 under the galleries and PNG Info's buttons: the picture goes into the img2img or
+    Inpaint sub-tab, its infotext is pasted into img2img's controls, and the img2img tab opens."""
+
+    def from_gallery(mode: int):
+        def send(gallery_value, index: int, state: dict, *target):
+            pasted = service.paste(infotext_at(state, index))
+            return [*img2img.send_updates(mode, picture_at(gallery_value, index), pasted, *target),
+                    gr.Tabs(selected="img2img")]
+        return send
+
+    def from_file(mode: int):
+        def send(path: str | None, text: str, *target):
+            return [*img2img.send_updates(mode, open_picture(path), service.paste(text or ""), *target),
+                    gr.Tabs(selected="img2img")]
+        return send
+
+    for mode, source_buttons, pnginfo_button in (
+        (img2img_tab.IMG2IMG, (txt2img.panel.send_to_img2img, img2img.panel.send_to_img2img), pnginfo.send_img2img),
+        (img2img_tab.INPAINT, (txt2img.panel.send_to_inpaint, img2img.panel.send_to_inpaint), pnginfo.send_inpaint),
+    ):
+        outputs = [*img2img.send_outputs(mode), tabs]
+        for button, panel in zip(source_buttons, (txt2img.panel, img2img.panel)):
+            button.click(from_gallery(mode), [panel.gallery, panel.selected, panel.generation, *img2img.send_inputs()],
+                         outputs, queue=False)
+        pnginfo_button.click(from_file(mode), [pnginfo.image, pnginfo.parameters, *img2img.send_inputs()], outputs,
+                             queue=False)
+
+
 def build_ui(service: GenerationService) -> gr.Blocks:
     with gr.Blocks(title="Hanga", analytics_enabled=False) as demo:
         _quicksettings(service)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = txt2img_tab.build(service)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = img2img_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                pnginfo_tab.build(tabs, txt2img, service)
+                pnginfo = pnginfo_tab.build(tabs, txt2img.controls, service)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build(service.settings)
+        _wire_send_to(service, tabs, txt2img, img2img, pnginfo)
     return demo

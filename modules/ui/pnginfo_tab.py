@@ -1,16 +1,17 @@
 """PNG Info: show every text chunk of a dropped image (``parameters`` first) and send the
-parameters to txt2img."""
+parameters to txt2img (and, wired by the app, the picture and parameters to img2img / inpaint)."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from modules.core.png_meta import read_infotext
 from modules.service.generation import GenerationService
-from modules.ui.txt2img_tab import Txt2ImgControls
+from modules.ui.common import FormControls
 
 
 def read_chunks(path: str | None) -> tuple[str, str]:
@@ -35,17 +36,29 @@ def read_chunks(path: str | None) -> tuple[str, str]:
     return body, text or ""
 
 
-def build(tabs: gr.Tabs, txt2img: Txt2ImgControls, service: GenerationService) -> None:
+@dataclass
+class PngInfoTab:
+    image: gr.Image  # a file path
+    parameters: gr.Textbox
+    send_img2img: gr.Button
+    send_inpaint: gr.Button
+
+
+def build(tabs: gr.Tabs, txt2img: FormControls, service: GenerationService) -> PngInfoTab:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload"], elem_id="pnginfo_image")
         with gr.Column():
             shown = gr.HTML(elem_id="pnginfo_html")
             parameters = gr.Textbox(visible=False, elem_id="pnginfo_generation_info")
-            send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+            with gr.Row():
+                send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+                send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+                send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
     image.change(read_chunks, image, [shown, parameters])
 
     def send_to_txt2img(text: str):
         return [*txt2img.paste_updates(service.paste(text)), gr.Tabs(selected="txt2img")]
 
     send.click(send_to_txt2img, parameters, [*txt2img.paste_outputs(), tabs])
+    return PngInfoTab(image, parameters, send_img2img, send_inpaint)

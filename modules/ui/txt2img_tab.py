@@ -1,175 +1,176 @@
-"""The txt2img tab: a view over ``GenerationService.txt2img`` (the same call the API makes)."""
+"""The txt2img tab: a view over ``GenerationService.txt2img`` (the same call the API makes), with
+the Hires. fix accordion, the Script dropdown and the gallery's send-to and ✨ upscale buttons."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import gradio as gr
 
-from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
-from modules.core.generation.job import NansError
+from modules.core.generation.hires import hires_target
+from modules.core.generation.request import HIRES_UPSCALERS, Txt2ImgRequest
 from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
-from modules.service.generation import GenerationService, JobOutcome
-from modules.service.models import ModelLoadError
-from modules.service.paste import Pasted
-from modules.service.progress import ProgressSnapshot
+from modules.service.generation import GenerationService
+from modules.ui import scripts_ui
+from modules.ui.common import (  # noqa: F401  (re-exported: other tabs import them from here)
+    SEED_EXTRAS, USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at, infotext_html,
+    output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, seed_controls,
+    size_controls, slider, wire_common, without_seed_extras,
+)
 
-USER_ERRORS = (InvalidRequest, ModelLoadError, NansError)
-SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+Txt2ImgControls = FormControls
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+SAME_CHECKPOINT = "Use same checkpoint"
+TAB = "txt2img"
 
 
 @dataclass
-class Txt2ImgControls:
-    """Request-field components by field name, plus the paste targets other tabs fill in."""
-
-    fields: dict[str, gr.components.Component]
-    seed_extras: gr.Checkbox
-    overrides: gr.Dropdown
-
-    def paste_outputs(self) -> list:
-        return [*self.fields.values(), self.seed_extras, self.overrides]
-
-    def paste_updates(self, pasted: Pasted) -> list:
-        updates = [gr.update(value=pasted.fields[name]) if name in pasted.fields else gr.skip() for name in self.fields]
-        varied = any(name in pasted.fields for name in SEED_EXTRAS)
-        extras = gr.update(value=True) if varied else gr.skip()
-        overrides = gr.update(choices=pasted.overrides, value=pasted.overrides, visible=bool(pasted.overrides))
-        return [*updates, extras, overrides]
+class Txt2ImgTab:
+    controls: FormControls
+    panel: OutputPanel
+    scripts: scripts_ui.ScriptControls
 
 
-def gallery_outputs(outcome: JobOutcome) -> tuple[list, str, dict, int]:
-    """Gallery items (saved files where there are some), the shown infotext, the per-item seeds and
-    infotexts (a grid first carries the first image's), and the selected index."""
-    processed = outcome.processed
-    shown = [(str(path) if path else image, None) for image, path in zip(processed.images, processed.saved)]
-    shown += [(image, None) for image in processed.images[len(processed.saved):]]
-    seeds = processed.all_seeds[:1] * processed.index_of_first_image + processed.all_seeds
-    state = {"seeds": seeds, "infotexts": list(processed.infotexts)}
-    first = infotext_html(processed.infotexts[0]) if processed.infotexts else ""
-    return shown, first, state, 0
+def hires_resolution(enable: bool, width, height, scale, resize_x, resize_y) -> str:
+    """A1111's "from W×H to W'×H'" note of the Hires. fix accordion (empty while it is off)."""
+    if not enable:
+        return ""
+    width, height, resize_x, resize_y = int(width), int(height), int(resize_x or 0), int(resize_y or 0)
+    target = hires_target(width, height, float(scale), resize_x, resize_y)
+    return (f"from <span class='resolution'>{width}x{height}</span> to "
+            f"<span class='resolution'>{resize_x or target.width}x{resize_y or target.height}</span>")
 
 
-def infotext_html(infotext: str) -> str:
-    lines = [html.escape(line) for line in infotext.split("\n")]
-    return f'<div class="infotext">{"<br>".join(lines)}</div>'
+def hires_request_values(chosen: dict) -> dict:
+    """The dropdowns' "Use same …" entries are the request's "" (= the first pass's)."""
+    if chosen.get("hr_sampler_name") == SAME_SAMPLER:
+        chosen["hr_sampler_name"] = ""
+    if chosen.get("hr_scheduler") == SAME_SCHEDULER:
+        chosen["hr_scheduler"] = ""
+    if chosen.get("hr_checkpoint_name") == SAME_CHECKPOINT:
+        chosen["hr_checkpoint_name"] = ""
+    return chosen
 
 
-def _slider(low, high, value, step, label, elem_id, **extra):
-    precision = 0 if float(step).is_integer() else None
-    return gr.Slider(low, high, value=value, step=step, precision=precision, label=label, elem_id=elem_id, **extra)
-
-
-def _prompts(fields: dict) -> tuple[gr.Button, gr.Button, gr.Button, gr.Button, gr.HTML, gr.HTML]:
-    with gr.Row(elem_id="txt2img_toprow"):
-        with gr.Column(scale=6):
-            fields["prompt"] = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt")
-            counter = gr.HTML("0/75", elem_id="txt2img_token_counter", elem_classes=["token-counter"])
-            fields["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt",
-                                                   placeholder="Negative prompt")
-            negative_counter = gr.HTML("0/75", elem_id="txt2img_negative_token_counter", elem_classes=["token-counter"])
-        with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-            with gr.Row():
-                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
-                skip = gr.Button("Skip", elem_id="txt2img_skip")
-            paste = gr.Button("↙", elem_id="txt2img_paste", elem_classes=["tool"])
-            gr.Markdown("↙ reads generation parameters from the prompt box (or the last image's, if it is empty)")
-    return generate, interrupt, skip, paste, counter, negative_counter
-
-
-def _parameters(fields: dict) -> tuple[gr.Button, gr.Button, gr.Checkbox]:
-    with gr.Row():
-        fields["sampler_name"] = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
-                                             elem_id="txt2img_sampling")
-        fields["scheduler"] = gr.Dropdown([s.label for s in SCHEDULERS], value="Automatic", label="Schedule type",
-                                          elem_id="txt2img_scheduler")
-    fields["steps"] = _slider(1, 150, 20, 1, "Sampling steps", "txt2img_steps")
-    with gr.Row():
-        with gr.Column():
-            fields["width"] = _slider(64, 2048, 512, 8, "Width", "txt2img_width")
-            fields["height"] = _slider(64, 2048, 512, 8, "Height", "txt2img_height")
-        with gr.Column():
-            fields["n_iter"] = _slider(1, 100, 1, 1, "Batch count", "txt2img_batch_count")
-            fields["batch_size"] = _slider(1, 8, 1, 1, "Batch size", "txt2img_batch_size")
-    fields["cfg_scale"] = _slider(1, 30, 7, 0.5, "CFG Scale", "txt2img_cfg_scale")
-    with gr.Row():
-        fields["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id="txt2img_seed", scale=4)
-        random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", scale=0, min_width=48)
-        reuse_seed = gr.Button("♻", elem_id="txt2img_reuse_seed", scale=0, min_width=48)
-        seed_extras = gr.Checkbox(label="Extra", elem_id="txt2img_subseed_show", scale=0, min_width=80)
-    with gr.Group(visible=False, elem_id="txt2img_seed_extras") as extras_group:
+def _hires(fields: dict, service: GenerationService) -> tuple[gr.Accordion, gr.HTML]:
+    show_sampler = bool(service.settings.get("hires_fix_show_sampler"))
+    show_prompts = bool(service.settings.get("hires_fix_show_prompts"))
+    with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as accordion:
         with gr.Row():
-            fields["subseed"] = gr.Number(value=-1, precision=0, label="Variation seed", elem_id="txt2img_subseed")
-            fields["subseed_strength"] = _slider(0, 1, 0, 0.01, "Variation strength", "txt2img_subseed_strength")
-        with gr.Row():
-            fields["seed_resize_from_w"] = _slider(0, 2048, 0, 8, "Resize seed from width", "txt2img_seed_resize_from_w")
-            fields["seed_resize_from_h"] = _slider(0, 2048, 0, 8, "Resize seed from height", "txt2img_seed_resize_from_h")
-    seed_extras.change(lambda on: gr.Group(visible=on), seed_extras, extras_group, queue=False)
-    return random_seed, reuse_seed, seed_extras
+            fields["enable_hr"] = gr.Checkbox(False, label="Enable", elem_id="txt2img_hr-checkbox", scale=0, min_width=100)
+            resolution = gr.HTML("", elem_id="txtimg_hr_finalres")
+        with gr.Row(elem_id="txt2img_hires_fix_row1"):
+            fields["hr_upscaler"] = gr.Dropdown(list(HIRES_UPSCALERS), value="Latent", label="Upscaler",
+                                                elem_id="txt2img_hr_upscaler")
+            fields["hr_second_pass_steps"] = slider(0, 150, 0, 1, "Hires steps", "txt2img_hires_steps")
+            fields["denoising_strength"] = slider(0, 1, 0.7, 0.01, "Denoising strength", "txt2img_denoising_strength")
+        with gr.Row(elem_id="txt2img_hires_fix_row2"):
+            fields["hr_scale"] = slider(1, 4, 2.0, 0.05, "Upscale by", "txt2img_hr_scale")
+            fields["hr_resize_x"] = slider(0, 2048, 0, 8, "Resize width to", "txt2img_hr_resize_x")
+            fields["hr_resize_y"] = slider(0, 2048, 0, 8, "Resize height to", "txt2img_hr_resize_y")
+        with gr.Row(elem_id="txt2img_hires_fix_row3", visible=show_sampler):
+            fields["hr_checkpoint_name"] = gr.Dropdown([SAME_CHECKPOINT, *service.models.titles()], value=SAME_CHECKPOINT,
+                                                       label="Checkpoint", elem_id="hr_checkpoint", allow_custom_value=True)
+            fields["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *(s.name for s in SAMPLERS)], value=SAME_SAMPLER,
+                                                    label="Hires sampling method", elem_id="hr_sampler")
+            fields["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *(s.label for s in SCHEDULERS)], value=SAME_SCHEDULER,
+                                                 label="Hires schedule type", elem_id="hr_scheduler")
+        with gr.Row(elem_id="txt2img_hires_fix_row4", visible=show_prompts):
+            fields["hr_prompt"] = gr.Textbox(
+                "", label="Hires prompt", lines=3, elem_id="hires_prompt",
+                placeholder="Prompt for hires fix pass.\nLeave empty to use the same prompt as in first pass.")
+            fields["hr_negative_prompt"] = gr.Textbox(
+                "", label="Hires negative prompt", lines=3, elem_id="hires_neg_prompt",
+                placeholder="Negative prompt for hires fix pass.\n"
+                            "Leave empty to use the same negative prompt as in first pass.")
+    return accordion, resolution
 
 
-def build(service: GenerationService) -> Txt2ImgControls:
+def _wire_hires(fields: dict, accordion: gr.Accordion, resolution: gr.HTML) -> None:
+    enable = fields["enable_hr"]
+    # As A1111's InputAccordion: opening the accordion turns hires fix on, closing it turns it off.
+    accordion.expand(lambda: True, None, enable, queue=False, show_progress="hidden")
+    accordion.collapse(lambda: False, None, enable, queue=False, show_progress="hidden")
+    enable.change(lambda on: gr.Accordion(open=on), enable, accordion, queue=False, show_progress="hidden")
+    inputs = [enable, fields["width"], fields["height"], fields["hr_scale"], fields["hr_resize_x"], fields["hr_resize_y"]]
+    for component in inputs:
+        component.change(hires_resolution, inputs, resolution, queue=False, show_progress="hidden",
+                         trigger_mode="always_last")
+
+
+def build(service: GenerationService) -> Txt2ImgTab:
     fields: dict[str, gr.components.Component] = {}
-    generate, interrupt, skip, paste, counter, negative_counter = _prompts(fields)
+    row = prompt_row(fields, TAB)
     with gr.Row():
         with gr.Column(scale=1):
-            random_seed, reuse_seed, seed_extras = _parameters(fields)
-            overrides = gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
-                                    elem_id="txt2img_override_settings")
+            sampler_controls(fields, TAB)
+            accordion, resolution = _hires(fields, service)
+            with gr.Row():
+                with gr.Column():
+                    size_controls(fields, TAB)
+                with gr.Column():
+                    batch_controls(fields, TAB)
+            fields["cfg_scale"] = slider(1, 30, 7, 0.5, "CFG Scale", f"{TAB}_cfg_scale")
+            seeds = seed_controls(fields, TAB)
+            overrides = override_dropdown(TAB)
+            scripts = scripts_ui.build(service.scripts, is_img2img=False)
         with gr.Column(scale=1):
-            gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=2, format="png", height="auto")
-            info = gr.HTML(elem_id="txt2img_html_info")
-    controls = Txt2ImgControls(fields, seed_extras, overrides)
-    generation = gr.State({"seeds": [], "infotexts": []})
-    selected = gr.State(0)
-    names = list(fields)
+            panel = output_panel(TAB, "txt2img_html_info", upscale=True)
+    shown_as = {"hr_sampler_name": lambda value: value or SAME_SAMPLER,
+                "hr_scheduler": lambda value: value or SAME_SCHEDULER,
+                "hr_checkpoint_name": lambda value: value or SAME_CHECKPOINT}
+    controls = FormControls(fields, seeds.seed_extras, overrides, shown_as)
+    _wire_hires(fields, accordion, resolution)
+    wire_common(service, controls, row, seeds, panel)
+    field_count = len(fields)
+
+    def request_from(values) -> tuple[Txt2ImgRequest, list, tuple]:
+        field_values, (extras_on, override_entries), script_values = (
+            values[:field_count], values[field_count:field_count + 2], values[field_count + 2:])
+        chosen = hires_request_values(without_seed_extras(controls.values(field_values), extras_on))
+        return Txt2ImgRequest(**chosen), override_entries, script_values
 
     def run(*values, progress=gr.Progress()):
-        *field_values, extras_on, override_entries = values
-        chosen = dict(zip(names, field_values))
-        if not extras_on:  # A1111: without "Extra", variation seed and resize are not used
-            chosen.update(subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0)
-
-        def report(snapshot: ProgressSnapshot) -> None:
-            progress(snapshot.progress, desc=f"Batch {snapshot.job_no + 1}/{snapshot.job_count}, "
-                                             f"step {snapshot.sampling_step}/{snapshot.sampling_steps}")
-
+        request, override_entries, script_values = request_from(values)
         try:
-            override_settings = service.overrides_from_entries(override_entries)
-            outcome = service.txt2img(Txt2ImgRequest(**chosen), override_settings=override_settings, on_progress=report)
+            outcome = service.txt2img(request, override_settings=service.overrides_from_entries(override_entries),
+                                      on_progress=progress_reporter(progress), script=scripts.script_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
         return gallery_outputs(outcome)
 
-    inputs = [*fields.values(), seed_extras, overrides]
-    generate.click(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")
-    fields["prompt"].submit(run, inputs, [gallery, info, generation, selected], concurrency_id="gpu")
-    interrupt.click(service.interrupt, queue=False)
-    skip.click(service.skip, queue=False)
-    random_seed.click(lambda: -1, None, fields["seed"], queue=False)
+    inputs = [*fields.values(), seeds.seed_extras, overrides, *scripts.inputs()]
+    row.generate.click(run, inputs, panel.outputs(), concurrency_id="gpu")
+    fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_id="gpu")
 
-    def reuse(state: dict, index: int) -> int:
-        seeds = state.get("seeds") or []
-        return seeds[index] if 0 <= index < len(seeds) else -1
+    def upscale(gallery_value, index: int, state: dict, *values, progress=gr.Progress()):
+        """✨: the hires pass of the current settings on the chosen picture; it replaces that item."""
+        picture = picture_at(gallery_value, index)
+        if picture is None:
+            raise gr.Error("No image to upscale")
+        request, _, _ = request_from(values)
+        try:
+            outcome = service.upscale_image(request, picture.convert("RGB"), infotext=infotext_at(state, index),
+                                            on_progress=progress_reporter(progress))
+        except USER_ERRORS as error:
+            raise gr.Error(str(error)) from None
+        return replace_gallery_item(gallery_value, index, state, outcome)
 
-    reuse_seed.click(reuse, [generation, selected], fields["seed"], queue=False)
+    panel.upscale.click(upscale, [panel.gallery, panel.selected, panel.generation, *inputs], panel.outputs(),
+                        concurrency_id="gpu")
+    return Txt2ImgTab(controls, panel, scripts)
 
-    def select(state: dict, event: gr.SelectData):
-        texts = state.get("infotexts") or []
-        index = event.index if isinstance(event.index, int) else 0
-        return index, infotext_html(texts[index]) if index < len(texts) else ""
 
-    gallery.select(select, [generation], [selected, info], queue=False)
-    paste.click(lambda text: controls.paste_updates(service.paste(text or service.last_infotext())),
-                fields["prompt"], controls.paste_outputs(), queue=False)
-
-    def count(text: str, steps: int, positive: bool) -> str:
-        used, available = service.token_count(text or "", int(steps or 1), positive)
-        return f"{used}/{available}"
-
-    for box, counter_html, positive in ((fields["prompt"], counter, True), (fields["negative_prompt"], negative_counter, False)):
-        box.change(lambda text, steps, p=positive: count(text, steps, p), [box, fields["steps"]], counter_html,
-                   queue=False, show_progress="hidden", trigger_mode="always_last")
-    return controls
+def replace_gallery_item(gallery_value: list, index: int, state: dict, outcome) -> tuple[list, str, dict, int]:
+    """The gallery with the item at ``index`` replaced by the job's pictures (A1111's ✨)."""
+    index = index if 0 <= index < len(gallery_value) else 0
+    made, made_html, made_state, _ = gallery_outputs(outcome)
+    items = [(item[0] if isinstance(item, (tuple, list)) else item, None) for item in gallery_value]
+    seeds = list(state.get("seeds") or [])
+    texts = list(state.get("infotexts") or [])
+    items[index:index + 1] = made
+    seeds[index:index + 1] = made_state["seeds"]
+    texts[index:index + 1] = made_state["infotexts"]
+    return items, made_html, {"seeds": seeds, "infotexts": texts}, index

@@ -1,0 +1,88 @@
+"""The Script dropdown of a generation tab: "None" and the registry's scripts for that tab, each
+with its controls in a group shown while it is chosen. The chosen script's control values reach
+the service as ``script=(title, [values in order])``, as A1111's ``script_args``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import gradio as gr
+
+from modules.service.scripts import api
+
+NONE = "None"
+
+
+def component_for(spec) -> gr.components.Component:
+    """The Gradio component for a plain control spec; an extension's Gradio component as it is. A
+    bare ``Control`` is a note (A1111's ``gr.HTML``), whose text is passed on like any value."""
+    if isinstance(spec, gr.components.Component):
+        if not spec.is_rendered:
+            spec.render()
+        return spec
+    if not isinstance(spec, api.Control):
+        raise TypeError(f"a script control must be a control spec or a Gradio component; got {spec!r}")
+    value = list(spec.value) if isinstance(spec.value, tuple) else spec.value  # Gradio takes lists of choices
+    common = {"label": spec.label, "value": value, "elem_id": spec.elem_id, "visible": spec.visible}
+    if isinstance(spec, api.Slider):
+        precision = 0 if float(spec.step).is_integer() else None
+        return gr.Slider(spec.minimum, spec.maximum, step=spec.step, precision=precision, **common)
+    if isinstance(spec, api.Number):
+        return gr.Number(precision=spec.precision, **common)
+    if isinstance(spec, api.Checkbox):
+        return gr.Checkbox(**common)
+    if isinstance(spec, api.Textbox):
+        return gr.Textbox(lines=spec.lines, placeholder=spec.placeholder or None, **common)
+    if isinstance(spec, api.Dropdown):
+        return gr.Dropdown(list(spec.choices), multiselect=spec.multiselect, allow_custom_value=spec.allow_custom_value,
+                           type=getattr(spec, "type", "value"), **common)
+    if isinstance(spec, api.Radio):
+        return gr.Radio(list(spec.choices), type=spec.type, **common)
+    if isinstance(spec, api.CheckboxGroup):
+        return gr.CheckboxGroup(list(spec.choices), **common)
+    if isinstance(spec, api.File):
+        return gr.File(file_types=list(spec.file_types) or None, type="binary", **common)
+    if type(spec) is api.Control:
+        return gr.HTML(spec.value or "", label=spec.label or None, elem_id=spec.elem_id, visible=spec.visible)
+    raise TypeError(f"a script control must be a control spec or a Gradio component; got {spec!r} "
+                    f"({type(spec).__name__} is not rendered yet)")
+
+
+@dataclass
+class ScriptControls:
+    dropdown: gr.Dropdown
+    titles: list[str]
+    groups: list[gr.Group]
+    controls: list[list[gr.components.Component]]  # per title, in the script's order
+
+    def inputs(self) -> list:
+        """The dropdown, then every script's controls: the handler's trailing inputs."""
+        return [self.dropdown, *(component for group in self.controls for component in group)]
+
+    def script_arg(self, values: Sequence) -> tuple[str, list] | None:
+        """``(title, args)`` for the service from the values of ``inputs()``; None for "None"."""
+        title, *rest = values
+        if not title or title == NONE or title not in self.titles:
+            return None
+        index = self.titles.index(title)
+        start = sum(len(group) for group in self.controls[:index])
+        return title, list(rest[start:start + len(self.controls[index])])
+
+
+def build(registry: api.ScriptRegistry, is_img2img: bool) -> ScriptControls:
+    shown = [script for script in registry.scripts if script.show(is_img2img)]
+    titles = [script.title() for script in shown]
+    dropdown = gr.Dropdown([NONE, *titles], value=NONE, label="Script", elem_id="script_list")
+    groups, controls = [], []
+    for script in shown:
+        with gr.Group(visible=False) as group:
+            controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
+        groups.append(group)
+
+    def choose(title: str):
+        return [gr.Group(visible=title == name) for name in titles]
+
+    if groups:
+        dropdown.change(choose, dropdown, groups, queue=False, show_progress="hidden")
+    return ScriptControls(dropdown, titles, groups, controls)
