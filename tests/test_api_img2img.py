@@ -7,7 +7,6 @@ import io
 import json
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw
 
 from modules.core.infotext import parse_infotext

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from modules.core.generation.request import InvalidRequest
 from modules.core.infotext import parse_infotext
 from modules.service.scripts import api
 from modules.service.scripts.builtin import builtin_scripts
 from modules.ui import img2img_tab, scripts_ui, txt2img_tab
+from modules.service.batch import img2img_batch
 from modules.ui.app import build_ui
 from modules.ui.img2img_tab import (
     IMG2IMG, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD, SKETCH, editor_to_image_and_mask, img2img_request,
-    init_image_and_mask, painted_mask, resize_by_size, resize_preview, run_batch,
+    init_image_and_mask, painted_mask, resize_by_size, resize_preview,
 )
 
 
@@ -323,7 +325,7 @@ def test_batch_runs_each_file_into_the_output_folder_with_one_seed(service, tmp_
     (source / "notes.txt").write_text("not a picture")
     Image.new("L", (64, 64), 255).save(masks / "any-name.png")  # a lone mask serves every picture
     request = img2img_request({"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": -1}, 5, (None,) * 5, None)
-    outcomes = run_batch(service, request, str(source), str(out), str(masks), None, {})
+    outcomes = img2img_batch(service, request, str(source), str(out), str(masks), None, {})
     assert len(outcomes) == 2
     files = sorted(path.name for path in out.iterdir())
     assert files == ["00000-first.png", "00001-second.png"]
@@ -346,14 +348,14 @@ def test_batch_skips_pictures_without_their_mask_and_scales_by(service, tmp_path
     Image.new("L", (72, 64), 255).save(masks / "a.png")
     Image.new("L", (72, 64), 255).save(masks / "other.png")
     request = img2img_request({"prompt": "x", "steps": 2, "seed": 5}, 5, (None,) * 5, None)
-    outcomes = run_batch(service, request, str(source), "", str(masks), 1.3, {})
+    outcomes = img2img_batch(service, request, str(source), "", str(masks), 1.3, {})
     assert len(outcomes) == 1  # b.png has no mask of its name
     assert outcomes[0].processed.images[0].size == (88, 80)  # int(93.6) → 88, int(83.2) → 80
 
 
 def test_batch_of_an_empty_or_missing_folder_is_a_user_error(service, tmp_path):
     request = img2img_request({"prompt": "x"}, 5, (None,) * 5, None)
-    with pytest.raises(gr.Error, match="No images"):
-        run_batch(service, request, str(tmp_path), "", "", None, {})
-    with pytest.raises(gr.Error, match="does not exist"):
-        run_batch(service, request, str(tmp_path / "missing"), "", "", None, {})
+    with pytest.raises(InvalidRequest, match="input_dir: no images"):
+        img2img_batch(service, request, str(tmp_path), "", "", None, {})
+    with pytest.raises(InvalidRequest, match="input_dir: .* does not exist"):
+        img2img_batch(service, request, str(tmp_path / "missing"), "", "", None, {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -62,8 +62,6 @@ class JobOutcome:
     def saved(self) -> list[Path | None]:
         return self.processed.saved
 
-
-Txt2ImgOutcome = JobOutcome
 
 
 class GenerationService:

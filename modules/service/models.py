@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from modules.core.checkpoints import CheckpointInfo, discover, find
 from modules.core.devices import MemoryManager

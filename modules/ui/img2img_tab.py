@@ -4,16 +4,16 @@ what the user uploaded or painted into the request's init image and mask."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageEnhance, ImageFilter
 
+from modules.core.generation.image_ops import scaled_size as resize_by_size
 from modules.core.generation.request import MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
-from modules.core.rng import fix_seed
-from modules.service.generation import GenerationService, JobOutcome
+from modules.service.batch import img2img_batch
+from modules.service.generation import GenerationService
 from modules.service.paste import Pasted
 from modules.ui import scripts_ui
 from modules.ui.common import (
@@ -30,7 +30,6 @@ IMG2IMG, SKETCH, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD, BATCH = range(6)
 INPAINT_MODES = (INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD)
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
 INPAINT_AREAS = ("Whole picture", "Only masked")
-BATCH_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 
 
 # ------------------------------------------------------------------- canvases → image and mask
@@ -105,13 +104,6 @@ def init_image_and_mask(mode: int, init_img, sketch, inpaint, inpaint_sketch, up
     return None, None
 
 
-def resize_by_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """"Resize by": A1111's ``int(side · scale)`` for a picture of ``size``, taken down to a
-    multiple of 8 (the size the latent gives the picture)."""
-    width, height = int(size[0] * scale), int(size[1] * scale)
-    return width - width % 8, height - height % 8
-
-
 def resize_preview(size: tuple[int, int] | None, scale: float) -> str:
     if not size:
         return "no image selected"
@@ -142,59 +134,6 @@ def img2img_request(chosen: dict, mode: int, pictures, upload_mask, mask_alpha: 
     if scale_by is not None and image is not None:
         chosen["width"], chosen["height"] = resize_by_size(image.size, scale_by)
     return Img2ImgRequest(**chosen, init_images=(image,) if image is not None else (), mask=mask, mode=mode)
-
-
-# ----------------------------------------------------------------------------------- batch
-
-def batch_files(folder: str) -> list[Path]:
-    root = Path(folder.strip())
-    if not root.is_dir():
-        raise gr.Error(f"Input directory {folder!r} does not exist")
-    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in BATCH_EXTENSIONS)
-
-
-def batch_mask_for(image_path: Path, masks: list[Path]) -> Path | None:
-    """A1111: a lone mask serves every picture; otherwise the mask with the picture's stem."""
-    if len(masks) == 1:
-        return masks[0]
-    return next((mask for mask in masks if mask.stem == image_path.stem), None)
-
-
-def run_batch(service: GenerationService, request: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str,
-              scale_by: float | None, override_settings: dict, on_progress=None, script=None) -> list[JobOutcome]:
-    """Batch sub-tab: one ``service.img2img`` per picture of ``input_dir`` (one seed for all, as
-    A1111's ``process_batch``), saved into ``output_dir`` under the picture's name when given."""
-    files = batch_files(input_dir)
-    if not files:
-        raise gr.Error(f"No images found in {input_dir!r}")
-    masks = sorted(p for p in Path(mask_dir.strip()).iterdir() if p.is_file()) if mask_dir and mask_dir.strip() else []
-    request = replace(request, seed=fix_seed(request.seed), subseed=fix_seed(request.subseed), mode=BATCH)
-    outcomes = []
-    for path in files:
-        try:
-            with Image.open(path) as opened:
-                picture = ImageOps.exif_transpose(opened)
-                picture.load()
-        except (OSError, UnidentifiedImageError):
-            continue
-        mask = None
-        if masks:
-            mask_path = batch_mask_for(path, masks)
-            if mask_path is None:  # A1111 skips pictures without a mask
-                continue
-            with Image.open(mask_path) as opened:
-                mask = opened.copy()
-        size = resize_by_size(picture.size, scale_by) if scale_by else (request.width, request.height)
-        job = replace(request, init_images=(picture,), mask=mask, width=size[0], height=size[1])
-        overrides = dict(override_settings or {})
-        if output_dir and output_dir.strip():
-            overrides.update(outdir_samples=output_dir.strip(), save_to_dirs=False, samples_filename_pattern=path.stem)
-        outcome = service.img2img(job, save_images=True if output_dir and output_dir.strip() else None,
-                                  override_settings=overrides, on_progress=on_progress, script=script)
-        outcomes.append(outcome)
-        if outcome.processed.interrupted:
-            break
-    return outcomes
 
 
 # ------------------------------------------------------------------------------------- view
@@ -379,8 +318,8 @@ def build(service: GenerationService) -> Img2ImgTab:
             report = progress_reporter(progress)
             request = img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by)
             if current_mode == BATCH:
-                return combined_gallery_outputs(run_batch(service, request, batch_input or "", batch_output or "",
-                                                          batch_masks or "", scale_by, override_settings, report, script))
+                return combined_gallery_outputs(img2img_batch(service, request, batch_input or "", batch_output or "",
+                                                              batch_masks or "", scale_by, override_settings, report, script))
             outcome = service.img2img(request, override_settings=override_settings, on_progress=report, script=script)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None

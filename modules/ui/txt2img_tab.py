@@ -13,13 +13,12 @@ from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
 from modules.service.generation import GenerationService
 from modules.ui import scripts_ui
-from modules.ui.common import (  # noqa: F401  (re-exported: other tabs import them from here)
-    SEED_EXTRAS, USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at, infotext_html,
+from modules.ui.common import (
+    USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
     output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
-Txt2ImgControls = FormControls
 SAME_SAMPLER = "Use same sampler"
 SAME_SCHEDULER = "Use same scheduler"
 SAME_CHECKPOINT = "Use same checkpoint"

@@ -45,6 +45,12 @@ def upscale(image: Image.Image, scale: float, upscaler: str) -> Image.Image:
     return image
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """"Resize by": ``int(side · scale)`` taken down to a multiple of 8 (the size the latent gives)."""
+    width, height = int(size[0] * scale), int(size[1] * scale)
+    return width - width % 8, height - height % 8
+
+
 def _resize(image: Image.Image, width: int, height: int, upscaler: str | None) -> Image.Image:
     if upscaler is None or upscaler == "None" or image.mode == "L":
         return image.resize((width, height), resample=LANCZOS)

@@ -15,8 +15,7 @@ from PIL import Image
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation.hires import HiresPass, add_hires_infotext
 from modules.core.generation.job import (
-    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, NansError,  # noqa: F401
-    Progress, decode_to_pixels, make_conditioner, run_job, seeded_result, to_pixels,
+    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling

@@ -18,7 +18,7 @@ from modules.core.version import infotext_version
 from modules.service.api.models import (
     Img2ImgBody, ImageToImageResponse, PngInfoBody, PngInfoResponse, SDModelItem, TextToImageResponse, Txt2ImgBody,
 )
-from modules.service.generation import GenerationService, Txt2ImgOutcome
+from modules.service.generation import GenerationService, JobOutcome
 from modules.service.models import ModelLoadError
 
 API_PREFIX = "/sdapi/v1"
@@ -119,7 +119,7 @@ def _script(body: Txt2ImgBody) -> tuple[str, list] | None:
     return (body.script_name, list(body.script_args)) if body.script_name else None
 
 
-def info_json(outcome: Txt2ImgOutcome, clip_skip: int, styles: list[str] | None) -> str:
+def info_json(outcome: JobOutcome, clip_skip: int, styles: list[str] | None) -> str:
     """``info``: A1111's ``Processed.js()`` keys, in its order, as a JSON string."""
     r, req = outcome.result, outcome.result.request
     info = {
@@ -171,7 +171,7 @@ def create_api(service: GenerationService, dependencies: list | None = None) -> 
 def _routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
 
-    def respond(body: Txt2ImgBody, outcome: Txt2ImgOutcome, parameters: dict) -> dict:
+    def respond(body: Txt2ImgBody, outcome: JobOutcome, parameters: dict) -> dict:
         settings = service.settings.with_overrides(body.override_settings)
         with_info = settings.get("enable_pnginfo")
         processed = outcome.processed
