@@ -132,10 +132,8 @@ class GenerationService:
         base = self.settings.with_overrides(override_settings)
         p.n_rows = base.get("n_rows")
         p.save_grid = lambda image, infotext, basename="grid": self._save_grid(image, infotext, basename, tab, base)
-        keep = base.get("samples_save") if save_images is None else save_images
-
         def save_sample(image, infotext: str, seed: int, prompt: str) -> Path | None:
-            if not keep:
+            if not _saves_samples(base, save_images):
                 return None
             sample = GeneratedImage(image=image, infotext=infotext, index=0, seed=seed, subseed=-1, prompt=prompt,
                                     negative_prompt="")
@@ -159,11 +157,10 @@ class GenerationService:
         loaded = (own or [runs[0][1]])[-1]
         if own:
             self._remember(loaded, base, restore_afterwards)
-        result = runs[-1][0]
-        if result.images and self.flags.prompt_history:
-            write_text(self.paths.params_file, processed.infotexts[processed.index_of_first_image]
-                       if len(processed.infotexts) > processed.index_of_first_image else result.images[0].infotext)
-        return JobOutcome(runs[0][0], loaded, processed, started)
+        first = runs[0][0]
+        if first.images and self.flags.prompt_history:
+            write_text(self.paths.params_file, first.images[0].infotext)
+        return JobOutcome(first, loaded, processed, started)
 
     def _hires_switch(self, request: Txt2ImgRequest, loaded: LoadedModel) -> ModelSwitch | None:
         """A hires checkpoint other than the first pass's: both are loaded in turn, one at a time."""
@@ -195,8 +192,7 @@ class GenerationService:
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list) -> Processed:
         """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""
         settings = self.settings.with_overrides(p.override_settings)
-        save = settings.get("samples_save") if save_images is None else save_images
-        save = save and not p.do_not_save_samples
+        save = _saves_samples(settings, save_images) and not p.do_not_save_samples
         loaded = self.models.ensure_loaded(settings.get("sd_model_checkpoint") or None)
         saved: list[Path | None] = []
         request = p.request
@@ -320,3 +316,8 @@ class GenerationService:
         pattern = settings.get("samples_filename_pattern") or "[seed]-[prompt_spaces]"
         info = pnginfo_for(image.infotext) if settings.get("enable_pnginfo") else None
         return save_png(image.image, directory, apply_pattern(pattern, fields), info)
+
+
+def _saves_samples(settings: SettingsView, save_images: bool | None) -> bool:
+    """A job's explicit choice (the API's ``save_images``), else the samples_save setting."""
+    return settings.get("samples_save") if save_images is None else save_images
