@@ -359,3 +359,33 @@ def test_batch_of_an_empty_or_missing_folder_is_a_user_error(service, tmp_path):
         img2img_batch(service, request, str(tmp_path), "", "", None, {})
     with pytest.raises(InvalidRequest, match="input_dir: .* does not exist"):
         img2img_batch(service, request, str(tmp_path / "missing"), "", "", None, {})
+
+
+# ------------------------------------------------------------- every sub-tab generates end to end
+
+@pytest.mark.parametrize("mode", [IMG2IMG, SKETCH, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD])
+def test_every_sub_tab_generates_on_the_tiny_model(service, mode):
+    source = picture().convert("RGB")
+    sketched = source.copy()
+    ImageDraw.Draw(sketched).rectangle((20, 20, 40, 40), fill=(255, 0, 0))
+    editor = {"background": source, "layers": [layer(box=(20, 20, 40, 40))], "composite": sketched}
+    upload_mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(upload_mask).rectangle((20, 20, 40, 40), fill=255)
+    canvases = {IMG2IMG: (source, None, None, None, None), SKETCH: (None, editor, None, None, None),
+                INPAINT: (None, None, editor, None, None), INPAINT_SKETCH: (None, None, None, editor, None),
+                INPAINT_UPLOAD: (None, None, None, None, source)}
+    chosen = {"prompt": "a cat", "steps": 3, "width": 64, "height": 64, "seed": 9, "sampler_name": "Euler",
+              "mask_blur": 0, "denoising_strength": 0.8}
+    request = img2img_request(chosen, mode, canvases[mode], upload_mask if mode == INPAINT_UPLOAD else None)
+    result = service.img2img(request, save_images=False).result
+    out = np.asarray(result.images[0].image).astype(int)
+    params = parse_infotext(result.infotexts[0])
+    assert params["Denoising strength"] == "0.8"
+    if mode in (IMG2IMG, SKETCH):
+        assert "Mask blur" not in result.infotexts[0] and "Masked content" not in result.infotexts[0]
+        assert not np.array_equal(out[:10, :10], np.asarray(source)[:10, :10])  # the whole picture was redrawn
+    else:
+        outside = np.ones((64, 64), bool)
+        outside[20:41, 20:41] = False
+        assert np.array_equal(out[outside], np.asarray(source if mode != INPAINT_SKETCH else sketched).astype(int)[outside])
+        assert not np.array_equal(out[~outside], np.asarray(source).astype(int)[~outside])

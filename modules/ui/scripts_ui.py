@@ -36,7 +36,7 @@ def component_for(spec) -> gr.components.Component:
         return gr.Textbox(lines=spec.lines, placeholder=spec.placeholder or None, **common)
     if isinstance(spec, api.Dropdown):
         return gr.Dropdown(list(spec.choices), multiselect=spec.multiselect, allow_custom_value=spec.allow_custom_value,
-                           type=getattr(spec, "type", "value"), **common)
+                           type=spec.type, **common)
     if isinstance(spec, api.Radio):
         return gr.Radio(list(spec.choices), type=spec.type, **common)
     if isinstance(spec, api.CheckboxGroup):
