@@ -137,7 +137,8 @@ class Txt2ImgRequest:
             for name in ("hr_prompt", "hr_negative_prompt"):
                 if not isinstance(getattr(self, name), str):
                     raise InvalidRequest(name, "must be text")
-        normalized["cfg_scale"] = _whole_float_as_int(self.cfg_scale)
+        for name in ("cfg_scale", "hr_scale", "denoising_strength"):
+            normalized[name] = _whole_float_as_int(getattr(self, name))
         return replace(self, **normalized)
 
 
