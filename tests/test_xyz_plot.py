@@ -7,9 +7,8 @@ from PIL import Image
 
 from modules.core.generation.request import Txt2ImgRequest
 from modules.service.processing import Processed, Processing
-from modules.service.scripts.xyz_plot import (
-    XYZPlot, closest_checkpoint, expand_ranges, parse_axis_values, split_csv,
-)
+from modules.service.scripts.xyz_axes import closest_checkpoint, expand_ranges, parse_axis_values, split_csv
+from modules.service.scripts.xyz_plot import XYZPlot
 
 SIZE = 64
 CHECKPOINTS = ["sub/modelA.safetensors [aaaaaaaaaa]", "modelB.ckpt [bbbbbbbbbb]"]

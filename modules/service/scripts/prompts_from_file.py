@@ -13,7 +13,7 @@ from modules.core import rng
 from modules.core.sampling.samplers import SAMPLERS
 from modules.service.processing import Processed, Processing, process_images
 from modules.service.scripts.api import Checkbox, File, Radio, Script, Textbox
-from modules.service.scripts.xyz_plot import match_sampler
+from modules.service.scripts.xyz_axes import match_sampler
 
 
 def _boolean(text: str) -> bool:
