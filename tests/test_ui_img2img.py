@@ -389,3 +389,31 @@ def test_every_sub_tab_generates_on_the_tiny_model(service, mode):
         outside[20:41, 20:41] = False
         assert np.array_equal(out[outside], np.asarray(source if mode != INPAINT_SKETCH else sketched).astype(int)[outside])
         assert not np.array_equal(out[~outside], np.asarray(source).astype(int)[~outside])
+
+
+def test_batch_appends_png_info_from_the_pictures_or_an_info_folder(service, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from modules.service.batch import PngInfoUse
+
+    source, infos = tmp_path / "in", tmp_path / "infos"
+    source.mkdir()
+    infos.mkdir()
+    chunk = PngInfo()
+    chunk.add_text("parameters", "a blue dog\nNegative prompt: ugly\nSteps: 2, Sampler: DDIM, CFG scale: 4, Seed: 42, "
+                                 "Size: 64x64")
+    picture().convert("RGB").save(source / "a.png", pnginfo=chunk)
+    other = PngInfo()
+    other.add_text("parameters", "a green bird\nSteps: 3, Sampler: Euler, CFG scale: 5, Seed: 7, Size: 64x64")
+    picture().convert("RGB").save(infos / "a.png", pnginfo=other)
+    request = img2img_request({"prompt": "oil painting", "negative_prompt": "blurry", "steps": 4, "width": 64,
+                               "height": 64, "seed": 1}, 5, (None,) * 5, None)
+
+    (own,) = img2img_batch(service, request, str(source), png_info=PngInfoUse())
+    params = parse_infotext(own.result.infotexts[0])
+    assert (params["Prompt"], params["Negative prompt"]) == ("oil painting a blue dog", "blurry ugly")
+    assert (params["Steps"], params["Sampler"], params["CFG scale"], params["Seed"]) == ("2", "DDIM", "4", "42")
+
+    (chosen,) = img2img_batch(service, request, str(source), png_info=PngInfoUse(("Seed",), str(infos)))
+    params = parse_infotext(chosen.result.infotexts[0])
+    assert (params["Prompt"], params["Seed"], params["Steps"]) == ("oil painting", "7", "4")

@@ -3,17 +3,29 @@ mask folder, as its own img2img job, saved into an output folder under the pictu
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from modules.core.generation.image_ops import scaled_size
 from modules.core.generation.request import Img2ImgRequest, InvalidRequest
+from modules.core.infotext import parse_infotext
+from modules.core.png_meta import read_infotext
 from modules.core.rng import fix_seed
 from modules.service.generation import GenerationService, JobOutcome
 
 BATCH_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+PNG_INFO_PROPS = ("Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps", "Model hash")
+
+
+@dataclass(frozen=True)
+class PngInfoUse:
+    """"Append png info to prompts": which of a picture's own infotext keys (``PNG_INFO_PROPS``)
+    its job takes, read from the picture or from the same-named file in ``info_dir``."""
+
+    props: tuple[str, ...] = PNG_INFO_PROPS
+    info_dir: str = ""
 
 
 def batch_files(folder: str) -> list[Path]:
@@ -32,7 +44,7 @@ def batch_mask_for(image_path: Path, masks: list[Path]) -> Path | None:
 
 def img2img_batch(service: GenerationService, request: Img2ImgRequest, input_dir: str, output_dir: str = "",
                   mask_dir: str = "", scale_by: float | None = None, override_settings: dict | None = None,
-                  on_progress=None, script=None) -> list[JobOutcome]:
+                  on_progress=None, script=None, png_info: PngInfoUse | None = None) -> list[JobOutcome]:
     """One ``service.img2img`` per picture of ``input_dir`` (one seed for all, as
     A1111's ``process_batch``), saved into ``output_dir`` under the picture's name when given."""
     files = batch_files(input_dir)
@@ -58,6 +70,8 @@ def img2img_batch(service: GenerationService, request: Img2ImgRequest, input_dir
         size = scaled_size(picture.size, scale_by) if scale_by else (request.width, request.height)
         job = replace(request, init_images=(picture,), mask=mask, width=size[0], height=size[1])
         overrides = dict(override_settings or {})
+        if png_info is not None:
+            job = _with_png_info(service, job, overrides, path, png_info)
         if output_dir and output_dir.strip():
             overrides.update(outdir_samples=output_dir.strip(), save_to_dirs=False, samples_filename_pattern=path.stem)
         outcome = service.img2img(job, save_images=True if output_dir and output_dir.strip() else None,
@@ -66,3 +80,37 @@ def img2img_batch(service: GenerationService, request: Img2ImgRequest, input_dir
         if outcome.processed.interrupted:
             break
     return outcomes
+
+
+def _with_png_info(service: GenerationService, job: Img2ImgRequest, overrides: dict, path: Path,
+                   use: PngInfoUse) -> Img2ImgRequest:
+    """A1111's batch "Append png info": the picture's prompts are appended (after a space), its
+    seed, CFG scale, sampler and steps replace the job's, and its model hash picks the checkpoint."""
+    text = None
+    source = Path(use.info_dir.strip()) / path.name if use.info_dir and use.info_dir.strip() else path
+    try:
+        with Image.open(source) as opened:
+            text, _ = read_infotext(opened)
+    except (OSError, UnidentifiedImageError):
+        pass
+    params = {key: value for key, value in parse_infotext(text).items() if key in use.props} if text else {}
+    changes: dict = {}
+    try:
+        if "Prompt" in params:
+            changes["prompt"] = f"{job.prompt} {params['Prompt']}"
+        if "Negative prompt" in params:
+            changes["negative_prompt"] = f"{job.negative_prompt} {params['Negative prompt']}"
+        if "Seed" in params:
+            changes["seed"] = int(params["Seed"])
+        if "CFG scale" in params:
+            changes["cfg_scale"] = float(params["CFG scale"])
+        if "Steps" in params:
+            changes["steps"] = int(params["Steps"])
+    except ValueError:
+        pass  # an unreadable number keeps the job's own value, as A1111
+    if "Sampler" in params:
+        changes["sampler_name"] = str(params["Sampler"])
+    model = service.models.find(str(params["Model hash"])) if "Model hash" in params else None
+    if model is not None:
+        overrides["sd_model_checkpoint"] = model.title
+    return replace(job, **changes)

@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from modules.core.generation.image_ops import scaled_size as resize_by_size
 from modules.core.generation.request import MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
-from modules.service.batch import img2img_batch
+from modules.service.batch import PNG_INFO_PROPS, PngInfoUse, img2img_batch
 from modules.service.generation import GenerationService
 from modules.service.paste import Pasted
 from modules.ui import scripts_ui
@@ -212,6 +212,15 @@ def _inputs() -> dict:
                     parts["batch_masks"] = gr.Textbox("", label="Inpaint batch mask directory "
                                                           "(required for inpaint batch processing only)",
                                                       elem_id="img2img_batch_inpaint_mask_dir")
+                    with gr.Accordion("PNG info", open=False):
+                        parts["batch_use_png_info"] = gr.Checkbox(False, label="Append png info to prompts",
+                                                                  elem_id="img2img_batch_use_png_info")
+                        parts["batch_png_info_dir"] = gr.Textbox("", label="PNG info directory (empty: the input "
+                                                                 "pictures themselves)",
+                                                                 elem_id="img2img_batch_png_info_dir")
+                        parts["batch_png_info_props"] = gr.CheckboxGroup(
+                            list(PNG_INFO_PROPS), value=list(PNG_INFO_PROPS), label="Parameters to take from png info",
+                            elem_id="img2img_batch_png_info_props")
             tabs.append(tab)
     parts["mode_tabs"] = tabs
     return parts
@@ -302,13 +311,14 @@ def build(service: GenerationService) -> Img2ImgTab:
 
     field_count = len(fields)
     extra_inputs = [seeds.seed_extras, overrides, mode, *pictures, parts["upload_mask"], mask_alpha, scale_tab, scale,
-                    parts["batch_input"], parts["batch_output"], parts["batch_masks"]]
+                    parts["batch_input"], parts["batch_output"], parts["batch_masks"], parts["batch_use_png_info"],
+                    parts["batch_png_info_dir"], parts["batch_png_info_props"]]
 
     def run(*values, progress=gr.Progress()):
         field_values, extra = values[:field_count], values[field_count:field_count + len(extra_inputs)]
         script_values = values[field_count + len(extra_inputs):]
         (extras_on, override_entries, current_mode, *pictures_values, upload_mask, alpha, resize_tab, factor,
-         batch_input, batch_output, batch_masks) = extra
+         batch_input, batch_output, batch_masks, use_png_info, png_info_dir, png_info_props) = extra
         chosen = without_seed_extras(controls.values(field_values), extras_on)
         chosen["initial_noise_multiplier"] = service.settings.get("initial_noise_multiplier")
         scale_by = float(factor) if resize_tab == 1 else None
@@ -318,8 +328,10 @@ def build(service: GenerationService) -> Img2ImgTab:
             report = progress_reporter(progress)
             request = img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by)
             if current_mode == BATCH:
+                png_info = PngInfoUse(tuple(png_info_props or ()), png_info_dir or "") if use_png_info else None
                 return combined_gallery_outputs(img2img_batch(service, request, batch_input or "", batch_output or "",
-                                                              batch_masks or "", scale_by, override_settings, report, script))
+                                                              batch_masks or "", scale_by, override_settings, report, script,
+                                                              png_info))
             outcome = service.img2img(request, override_settings=override_settings, on_progress=report, script=script)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
