@@ -142,13 +142,13 @@ def test_noise_multiplier_changes_the_picture_and_is_recorded(service):
 def test_fix_steps_setting_runs_exactly_the_requested_steps(service):
     counted = []
     service.img2img(Img2ImgRequest(**{**SMALL, "init_images": (picture(),), "denoising_strength": 0.5, "steps": 6}),
-                    save_images=False, on_progress=lambda s: counted.append(s.sampling_step))
+                    save_images=False, on_progress=lambda s: counted.append((s.sampling_step, s.sampling_steps)))
     service.settings.set("img2img_fix_steps", True)
     fixed = []
     service.img2img(Img2ImgRequest(**{**SMALL, "init_images": (picture(),), "denoising_strength": 0.5, "steps": 6}),
-                    save_images=False, on_progress=lambda s: fixed.append(s.sampling_step))
-    assert max(counted) == 4  # int(0.5 · 6) + 1 steps, as A1111
-    assert max(fixed) == 6
+                    save_images=False, on_progress=lambda s: fixed.append((s.sampling_step, s.sampling_steps)))
+    assert max(counted) == (4, 4)  # int(0.5 · 6) + 1 steps, as A1111, and the progress bar knows it
+    assert max(fixed) == (6, 6)
 
 
 @pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "UniPC", "DPM++ 2M SDE", "DPM adaptive", "LCM"])

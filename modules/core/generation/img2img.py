@@ -27,7 +27,7 @@ from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import Img2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.denoiser import LatentBlend
-from modules.core.sampling.run import sample_img2img
+from modules.core.sampling.run import img2img_steps, sample_img2img
 
 
 def binary_mask(mask: Image.Image) -> Image.Image:
@@ -194,5 +194,7 @@ def run_img2img(
         overlay = overlays[offset] if overlays is not None and offset < len(overlays) else None
         return image_ops.apply_overlay(image, prepared.paste_to, overlay)
 
+    _, t_enc = img2img_steps(request.steps, request.denoising_strength, options.img2img_fix_steps)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
-                   (request.width // factor, request.height // factor), sample_batch, finish_image)
+                   (request.width // factor, request.height // factor), sample_batch, finish_image,
+                   progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0)

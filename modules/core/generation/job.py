@@ -229,7 +229,7 @@ def run_job(
             cond=conditioning.cond(result.all_prompts[span]),
             uncond=conditioning.uncond(result.all_negative_prompts[span]),
         )
-        progress.start_batch(number, request.n_iter, progress_steps or request.steps)
+        progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
         latent, stopped = sample_batch(batch)
         if options.nan_check and not stopped:
             _check_for_nans(latent)
