@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 import sys
 import threading
 
@@ -43,13 +44,15 @@ def create_service(flags) -> GenerationService:
     models = ModelService(
         paths, MemoryManager(policy), HashCache(paths.cache_file),
         hashing=not flags.no_hashing, allow_unsafe=flags.disable_safe_unpickle,
+        vae_path=Path(flags.vae_path).expanduser().resolve() if flags.vae_path else None,
+        vae_dirs=(Path(flags.vae_dir).expanduser().resolve(),) if flags.vae_dir else (),
     )
     settings = Settings(paths.config_file)
     service = GenerationService(paths, settings, models, ServiceFlags(
         nan_check=not flags.disable_nan_check,
         prompt_history=not flags.no_prompt_history,
         console_progress=not flags.disable_console_progressbars,
-    ), scripts=builtin_scripts(models.titles, paths.vae))
+    ), scripts=builtin_scripts(models.titles, lambda: list(models.vaes())))
     if flags.ckpt:
         wanted = os.path.realpath(flags.ckpt)
         chosen = next((c for c in models.checkpoints if os.path.realpath(c.path) == wanted), None)

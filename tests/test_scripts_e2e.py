@@ -106,3 +106,18 @@ def test_sd_upscale_saves_the_combined_picture_as_a_sample(service):
     unsaved = service.img2img(request, save_images=False,
                               script=("SD upscale", [None, 32, IMAGE_UPSCALERS.index("Lanczos"), 2.0]))
     assert unsaved.processed.saved == [None]
+
+
+def test_xyz_plot_vae_axis_switches_the_vae_per_cell(service, data_dir):
+    from tests.test_vae import write_vae
+
+    write_vae(data_dir / "models" / "VAE" / "other.safetensors", seed=21)
+    plot = XYZPlot(service.models.titles, lambda: list(service.models.vaes()))
+    service.scripts = ScriptRegistry([plot])
+    args = xyz_args(plot, "VAE", "None, other.safetensors", "Nothing", "")
+    processed = service.txt2img(Txt2ImgRequest(**BASE), save_images=False, script=("X/Y/Z plot", args)).processed
+    baked, other = processed.images[1:]
+    assert not np.array_equal(np.asarray(baked), np.asarray(other))
+    assert "VAE: other.safetensors" in processed.infotexts[2] and "VAE:" not in processed.infotexts[1]
+    plain = service.txt2img(Txt2ImgRequest(**BASE), save_images=False).result.images[0].image
+    assert np.array_equal(np.asarray(baked), np.asarray(plain))  # the setting was per cell only

@@ -6,7 +6,6 @@ and the batch sub-tab runs the service once per file."""
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -55,7 +54,7 @@ def all_blocks(demo: gr.Blocks):
 
 
 def test_app_has_img2img_between_txt2img_and_pnginfo_with_a1111_ids(service):
-    service.scripts = builtin_scripts(service.models.titles, service.paths.vae)
+    service.scripts = builtin_scripts(service.models.titles, lambda: list(service.models.vaes()))
     demo = build_ui(service)
     top = next(b for b in all_blocks(demo) if isinstance(b, gr.Tabs) and b.elem_id == "tabs")
     assert [tab.label for tab in top.children] == ["txt2img", "img2img", "PNG Info", "Settings"]
@@ -256,7 +255,7 @@ class Extension(api.Script):
 
 
 def test_script_controls_render_and_map_values_to_the_chosen_script():
-    registry = builtin_scripts(lambda: ["model.safetensors"], Path("/nonexistent"))
+    registry = builtin_scripts(lambda: ["model.safetensors"], lambda: [])
     registry.scripts.append(Extension())
     with gr.Blocks():
         controls = scripts_ui.build(registry, is_img2img=True)

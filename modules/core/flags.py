@@ -230,7 +230,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "skip_python_version_check", "skip_version_check", "no_hashing", "disable_safe_unpickle",
     "loglevel", "f", "ui_debug_mode", "no_half_vae", "disable_console_progressbars",
     "test_server", "device_id", "api_auth", "gradio_auth", "gradio_auth_path", "disable_nan_check",
-    "no_prompt_history", "timeout_keep_alive",
+    "no_prompt_history", "timeout_keep_alive", "vae_dir", "vae_path",
 })
 
 NOP: frozenset[str] = frozenset({

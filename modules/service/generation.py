@@ -162,7 +162,13 @@ class GenerationService:
             write_text(self.paths.params_file, first.images[0].infotext)
         return JobOutcome(first, loaded, processed, started)
 
-    def _hires_switch(self, request: Txt2ImgRequest, loaded: LoadedModel) -> ModelSwitch | None:
+    def _ready(self, checkpoint: str | None, settings: SettingsView) -> LoadedModel:
+        """The checkpoint loaded, with the VAE the settings resolve to for it in place."""
+        loaded = self.models.ensure_loaded(checkpoint)
+        return self.models.ensure_vae(loaded, settings.get("sd_vae"), settings.get("sd_vae_overrides_per_model_preferences"),
+                                      settings.get("sd_vae_as_default"))
+
+    def _hires_switch(self, request: Txt2ImgRequest, loaded: LoadedModel, settings: SettingsView) -> ModelSwitch | None:
         """A hires checkpoint other than the first pass's: both are loaded in turn, one at a time."""
         name = request.hr_checkpoint_name
         if not request.enable_hr or name in ("", "Use same checkpoint"):
@@ -176,8 +182,8 @@ class GenerationService:
         info = self.models.hashed(info)
         first_title, title = loaded.info.title, info.title
         short = f"{info.stem} [{info.shorthash}]" if info.shorthash else info.stem
-        return ModelSwitch(first=lambda: self.models.ensure_loaded(first_title).model,
-                           hires=lambda: self.models.ensure_loaded(title).model, hires_title=short)
+        return ModelSwitch(first=lambda: self._ready(first_title, settings).model,
+                           hires=lambda: self._ready(title, settings).model, hires_title=short)
 
     @staticmethod
     def _run_script(script, p: Processing, args: Sequence) -> Processed | None:
@@ -193,7 +199,7 @@ class GenerationService:
         """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""
         settings = self.settings.with_overrides(p.override_settings)
         save = _saves_samples(settings, save_images) and not p.do_not_save_samples
-        loaded = self.models.ensure_loaded(settings.get("sd_model_checkpoint") or None)
+        loaded = self._ready(settings.get("sd_model_checkpoint") or None, settings)
         saved: list[Path | None] = []
         request = p.request
 
@@ -207,7 +213,7 @@ class GenerationService:
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
                                  first_pass_image=getattr(p, "firstpass_image", None),
-                                 model_switch=self._hires_switch(request, loaded))
+                                 model_switch=self._hires_switch(request, loaded, settings))
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,
@@ -282,6 +288,8 @@ class GenerationService:
             eta_noise_seed_delta=s("eta_noise_seed_delta"),
             add_model_hash=s("add_model_hash_to_info"),
             add_model_name=s("add_model_name_to_info"),
+            add_vae_hash=s("add_vae_hash_to_info"),
+            add_vae_name=s("add_vae_name_to_info"),
             version=infotext_version() if s("add_version_to_infotext") else None,
             nan_check=self.flags.nan_check,
             strip_comments=s("enable_prompt_comments"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, replace
 
 from modules.core.checkpoints import CheckpointInfo, discover, find
@@ -18,6 +19,7 @@ from modules.core.generation.job import ModelIdentity
 from modules.core.hash_cache import HashCache
 from modules.core.models.ldm_config import read_ldm_yaml
 from modules.core.models.loader import StableDiffusionModel, UnsupportedModelError, load_components
+from modules.core.models.vae import VaeChoice, discover_vaes, put_weights, resolve_vae, snapshot, vae_weights
 from modules.core.paths import Paths
 from modules.core.safe_load import CorruptFileError, UnsafeFileError, load_state_dict
 
@@ -32,19 +34,26 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     info: CheckpointInfo
     model: StableDiffusionModel
+    vae: VaeChoice = VaeChoice(None, "the checkpoint's own")
+    vae_hash: str | None = None
+    baked_vae: dict | None = None  # the checkpoint's own VAE weights while another is in place
 
     @property
     def identity(self) -> ModelIdentity:
-        return ModelIdentity(name=self.info.stem, short_hash=self.info.shorthash)
+        return ModelIdentity(name=self.info.stem, short_hash=self.info.shorthash, vae_name=self.vae.name,
+                             vae_hash=self.vae_hash)
 
 
 class ModelService:
-    def __init__(self, paths: Paths, memory: MemoryManager, hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False):
+    def __init__(self, paths: Paths, memory: MemoryManager, hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False,
+                 vae_path: Path | None = None, vae_dirs: tuple[Path, ...] = ()):
         self.paths = paths
         self.memory = memory
         self.hashes = hashes
         self.hashing = hashing
         self.allow_unsafe = allow_unsafe
+        self.vae_path = vae_path  # --vae-path: always this VAE
+        self.vae_dirs = vae_dirs  # --vae-dir
         self._lock = threading.RLock()
         self._checkpoints: list[CheckpointInfo] = []
         self._loaded: LoadedModel | None = None
@@ -99,6 +108,38 @@ class ModelService:
         if not self._checkpoints:
             raise ModelLoadError(f"No checkpoint found. {self.folder_hint()}")
         return self._checkpoints[0]
+
+    # -- VAE ------------------------------------------------------------------------------------------
+    def vaes(self) -> dict[str, Path]:
+        """The VAE dropdown: file name → path (§6.2's candidates)."""
+        return discover_vaes([self.paths.checkpoints, *self.paths.extra_checkpoint_dirs], [self.paths.vae], self.vae_dirs)
+
+    def ensure_vae(self, loaded: LoadedModel, setting: str, overrides_per_model: bool = True,
+                   selected_beats_near: bool = True) -> LoadedModel:
+        """Put the VAE §6.2 resolves for ``loaded``'s checkpoint into it (the weights are copied into
+        the model's VAE in place; the checkpoint's own are kept aside for switching back)."""
+        choice = resolve_vae(loaded.info.path, self.vaes(), setting, self.vae_path, overrides_per_model,
+                             selected_beats_near)
+        with self._lock:
+            if choice.path == loaded.vae.path:
+                return loaded
+            vae = loaded.model.vae
+            if choice.path is None:
+                put_weights(vae, loaded.baked_vae)
+                loaded.baked_vae, loaded.vae_hash = None, None
+            else:
+                try:
+                    weights = vae_weights(load_state_dict(choice.path, allow_unsafe=self.allow_unsafe), vae)
+                except (UnsafeFileError, CorruptFileError, ValueError) as error:
+                    raise ModelLoadError(f"VAE {choice.path.name}: {error}") from error
+                if loaded.baked_vae is None:
+                    loaded.baked_vae = snapshot(vae)
+                put_weights(vae, weights)
+                sha = self.hashes.sha256(choice.path, f"vae/{choice.path.name}") if self.hashing else None
+                loaded.vae_hash = sha[:10] if sha else None
+            loaded.vae = choice
+            log.info("VAE: %s (%s)", choice.name or "the checkpoint's own", choice.source)
+            return loaded
 
     def hashed(self, info: CheckpointInfo) -> CheckpointInfo:
         """``info`` with its sha256 (computed now, or read from the cache) unless --no-hashing."""

@@ -62,6 +62,11 @@ SECTIONS: dict[str, str] = {
 _S = Setting
 SCHEMA: tuple[Setting, ...] = (
     _S("sd_model_checkpoint", "", "Stable Diffusion checkpoint", "sd", infotext="Model hash"),
+    _S("sd_vae", "Automatic", "SD VAE (Automatic: a VAE named like the checkpoint, else its own; None: its own)", "sd",
+       infotext="VAE"),
+    _S("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences", "sd"),
+    _S("sd_vae_as_default", True, "Ignore selected VAE for checkpoints that have their own .vae file next to them",
+       "sd"),
     _S("CLIP_stop_at_last_layers", 1, "Clip skip", "sd", minimum=1, maximum=12, step=1, infotext="Clip skip"),
     _S("emphasis", "Original", "Emphasis mode", "sd", choices=("None", "Ignore", "Original", "No norm"), infotext="Emphasis"),
     _S("comma_padding_backtrack", 20, "Prompt word wrap length limit (tokens after a comma moved to the next chunk)",
@@ -120,6 +125,8 @@ SCHEMA: tuple[Setting, ...] = (
     _S("enable_pnginfo", True, "Save generation parameters as a text chunk in PNG files", "infotext"),
     _S("add_model_hash_to_info", True, "Add model hash to infotext", "infotext"),
     _S("add_model_name_to_info", True, "Add model name to infotext", "infotext"),
+    _S("add_vae_hash_to_info", True, "Add VAE hash to infotext", "infotext"),
+    _S("add_vae_name_to_info", True, "Add VAE name to infotext", "infotext"),
     _S("add_version_to_infotext", True, "Add program version to infotext", "infotext"),
     _S("auto_backcompat", True, "Automatic backward compatibility (pasted infotexts of older A1111 versions turn on "
        "the options that reproduce them)", "compatibility"),

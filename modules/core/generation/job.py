@@ -34,6 +34,8 @@ class NansError(RuntimeError):
 class ModelIdentity:
     name: str  # file name without folder or extension, as the infotext's "Model"
     short_hash: str | None  # first 10 hex of the file's sha256; None with --no-hashing
+    vae_name: str | None = None  # an external VAE's file name ("VAE"); None for the baked-in one
+    vae_hash: str | None = None  # its first 10 hex of sha256 ("VAE hash")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class GenerationOptions:
     eta_noise_seed_delta: int = 0  # eta_noise_seed_delta
     add_model_hash: bool = True  # add_model_hash_to_info
     add_model_name: bool = True  # add_model_name_to_info
+    add_vae_hash: bool = True  # add_vae_hash_to_info
+    add_vae_name: bool = True  # add_vae_name_to_info
     version: str | None = None  # written as "Version" when add_version_to_infotext
     nan_check: bool = True  # off with --disable-nan-check
     strip_comments: bool = True  # enable_prompt_comments: "# …" to the end of a line is not prompt
@@ -319,6 +323,8 @@ def infotext_params(
         "Size": f"{request.width}x{request.height}",
         "Model hash": identity.short_hash if options.add_model_hash else None,
         "Model": identity.name if options.add_model_name else None,
+        "VAE hash": identity.vae_hash if options.add_vae_hash else None,
+        "VAE": identity.vae_name if options.add_vae_name else None,
         "Variation seed": result.all_subseeds[index] if varied else None,
         "Variation seed strength": request.subseed_strength if varied else None,
         "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized else None,

@@ -3,7 +3,6 @@ file name)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from modules.service.scripts.api import ScriptRegistry
@@ -14,14 +13,9 @@ from modules.service.scripts.prompts_from_file import PromptsFromFile
 from modules.service.scripts.sd_upscale import SDUpscale
 from modules.service.scripts.xyz_plot import XYZPlot
 
-VAE_SUFFIXES = (".pt", ".ckpt", ".safetensors")
 
-
-def builtin_scripts(checkpoint_titles: Callable[[], list[str]], vae_dir: Path) -> ScriptRegistry:
-    def vae_names() -> list[str]:
-        files = sorted(path.name for path in vae_dir.rglob("*") if path.suffix.lower() in VAE_SUFFIXES) if vae_dir.is_dir() else []
-        return ["Automatic", "None", *files]
-
+def builtin_scripts(checkpoint_titles: Callable[[], list[str]], vae_files: Callable[[], list[str]]) -> ScriptRegistry:
+    """``vae_files`` lists the VAE dropdown's file names (the X/Y/Z plot's VAE axis)."""
     return ScriptRegistry([
         Loopback(),
         OutpaintingMk2(),
@@ -29,5 +23,5 @@ def builtin_scripts(checkpoint_titles: Callable[[], list[str]], vae_dir: Path) -
         PromptMatrix(),
         PromptsFromFile(),
         SDUpscale(),
-        XYZPlot(checkpoint_titles, vae_names),
+        XYZPlot(checkpoint_titles, vae_files),
     ])
