@@ -31,6 +31,7 @@ def create_service(flags) -> GenerationService:
         models_dir=flags.models_dir,
         ckpt_dirs=(flags.ckpt_dir,) if flags.ckpt_dir else (),
         ckpt_files=(flags.ckpt,) if flags.ckpt else (),
+        hypernetwork_dir=flags.hypernetwork_dir,
     )
     for folder in paths.model_dirs():
         folder.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,11 @@ class MemoryManager:
         _move(text_encoder, p.device, p.text_encoder_dtype)
         _move(vae, p.device, p.vae_dtype)
 
+    def place_network(self, module: torch.nn.Module) -> None:
+        """A small add-on network (hypernetwork): on the generation device, in float32 as A1111
+        keeps them (its input is cast to float and its output back)."""
+        _move(module, self.policy.device, torch.float32)
+
     def release(self, *modules: torch.nn.Module) -> None:
         """Move modules off the accelerator and return the freed memory to the system."""
         for module in modules:

@@ -19,6 +19,7 @@ class Paths:
     models: Path
     extra_checkpoint_dirs: tuple[Path, ...] = field(default_factory=tuple)
     extra_checkpoint_files: tuple[Path, ...] = field(default_factory=tuple)
+    hypernetwork_dir: Path | None = None  # --hypernetwork-dir
 
     @classmethod
     def create(
@@ -28,6 +29,7 @@ class Paths:
         ckpt_dirs: tuple[str | Path, ...] = (),
         ckpt_files: tuple[str | Path, ...] = (),
         install: Path = INSTALL_DIR,
+        hypernetwork_dir: str | Path | None = None,
     ) -> "Paths":
         data = Path(data_dir).expanduser().resolve() if data_dir else install
         models = Path(models_dir).expanduser().resolve() if models_dir else data / "models"
@@ -37,6 +39,7 @@ class Paths:
             models=models,
             extra_checkpoint_dirs=tuple(Path(d).expanduser().resolve() for d in ckpt_dirs if d),
             extra_checkpoint_files=tuple(Path(f).expanduser().resolve() for f in ckpt_files if f),
+            hypernetwork_dir=Path(hypernetwork_dir).expanduser().resolve() if hypernetwork_dir else None,
         )
 
     @property
@@ -50,6 +53,10 @@ class Paths:
     @property
     def vae(self) -> Path:
         return self.models / "VAE"
+
+    @property
+    def hypernetworks(self) -> Path:
+        return self.hypernetwork_dir or self.models / "hypernetworks"
 
     @property
     def embeddings(self) -> Path:
@@ -77,7 +84,7 @@ class Paths:
 
     def model_dirs(self) -> list[Path]:
         """The model folders a new user is expected to find (created at start-up)."""
-        return [self.checkpoints, self.vae, self.models / "hypernetworks", self.models / "Lora", self.embeddings]
+        return [self.checkpoints, self.vae, self.hypernetworks, self.models / "Lora", self.embeddings]
 
     def resolve_output(self, configured: str) -> Path:
         """Settings hold output dirs relative to the data dir (``outputs/txt2img-images``)."""

@@ -29,6 +29,7 @@ from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService
+from modules.service.networks import HypernetworkLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
 from modules.service.progress import JobState, ProgressSnapshot
@@ -66,8 +67,10 @@ class JobOutcome:
 
 class GenerationService:
     def __init__(self, paths: Paths, settings: Settings, models: ModelService, flags: ServiceFlags = ServiceFlags(),
-                 scripts: ScriptRegistry | None = None):
+                 scripts: ScriptRegistry | None = None, hypernetworks: HypernetworkLibrary | None = None):
         self.paths = paths
+        self.hypernetworks = hypernetworks or HypernetworkLibrary(
+            paths.hypernetworks, models.memory, models.hashes, models.hashing, models.allow_unsafe)
         self.scripts = scripts if scripts is not None else ScriptRegistry()
         self.settings = settings
         self.models = models
@@ -209,9 +212,11 @@ class GenerationService:
         options = self.generation_options(settings)
         common = (loaded.model, loaded.identity, request, options, self.state, on_image)
         if p.is_img2img:
-            result = run_img2img(*common, extra_generation_params=p.extra_generation_params)
+            result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
+                                 hypernetworks=self.hypernetworks)
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
+                                 hypernetworks=self.hypernetworks,
                                  first_pass_image=getattr(p, "firstpass_image", None),
                                  model_switch=self._hires_switch(request, loaded, settings))
         runs.append((result, loaded, settings))
@@ -296,6 +301,8 @@ class GenerationService:
             img2img_fix_steps=s("img2img_fix_steps"),
             img2img_background_color=s("img2img_background_color"),
             inpainting_mask_weight=s("inpainting_mask_weight"),
+            hypernetwork=s("sd_hypernetwork"),
+            default_multiplier=s("extra_networks_default_multiplier"),
             old_prompt_timelines=s("use_old_scheduling"),
         )
 

@@ -25,6 +25,7 @@ from modules.core.generation.job import (
 )
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import Img2ImgRequest
+from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.denoiser import LatentBlend
 from modules.core.sampling.run import img2img_steps, sample_img2img
@@ -154,6 +155,7 @@ def run_img2img(
     on_image: Callable[[GeneratedImage], None] = lambda image: None,
     embeddings: Sequence[TextualInversion] = (),
     extra_generation_params: dict | None = None,
+    hypernetworks: HypernetworkSource | None = None,
 ) -> GenerationResult:
     request = request.validate()
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
@@ -197,4 +199,4 @@ def run_img2img(
     _, t_enc = img2img_steps(request.steps, request.denoising_strength, options.img2img_fix_steps)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
                    (request.width // factor, request.height // factor), sample_batch, finish_image,
-                   progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0)
+                   progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks)

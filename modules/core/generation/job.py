@@ -19,8 +19,10 @@ from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
 from modules.core.conditioning.prompt_parser import extract_extra_networks, strip_comments
 from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
 from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
-from modules.core.generation.request import Txt2ImgRequest
+from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import build_infotext, order_params
+from modules.core.models.hypernetwork import HypernetworkSource
+from modules.core.models.hypernetwork import applied as applied_hypernetworks
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.rng import ImageRNG, fix_seed
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
@@ -57,6 +59,8 @@ class GenerationOptions:
     img2img_fix_steps: bool = False  # img2img_fix_steps: run exactly `steps` steps whatever the strength
     img2img_background_color: str = "#ffffff"  # img2img_background_color: under transparent pixels
     inpainting_mask_weight: float = 1.0  # inpainting_mask_weight ("Conditional mask weight")
+    hypernetwork: str = "None"  # sd_hypernetwork: added to every prompt
+    default_multiplier: float = 1.0  # extra_networks_default_multiplier
 
 
 class Progress(Protocol):
@@ -213,11 +217,15 @@ def run_job(
     finish_image: FinishImage | None = None,
     progress_steps: int | None = None,
     before_batch: Callable[[], StableDiffusionModel] | None = None,
+    hypernetworks: HypernetworkSource | None = None,
 ) -> GenerationResult:
     """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h).
     ``before_batch`` (a job that switches checkpoints) makes the first pass's model current and
-    returns it; the pictures are decoded with whatever model the batch ended on."""
+    returns it; the pictures are decoded with whatever model the batch ended on. ``hypernetworks``
+    supplies the ``<hypernet:name:multiplier>`` networks the batch's prompts name."""
     size = request.batch_size
+    if hypernetworks is not None:
+        _add_hypernetwork_setting(result, options, hypernetworks)
     latent_w, latent_h = latent_size
     for number in range(request.n_iter):
         if progress.interrupted():
@@ -234,7 +242,9 @@ def run_job(
             uncond=conditioning.uncond(result.all_negative_prompts[span]),
         )
         progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
-        latent, stopped = sample_batch(batch)
+        active = _active_hypernetworks(result.all_prompts[span], hypernetworks, result) if hypernetworks else []
+        with applied_hypernetworks(model.unet, active):
+            latent, stopped = sample_batch(batch)
         if options.nan_check and not stopped:
             _check_for_nans(latent)
         for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
@@ -256,6 +266,43 @@ def run_job(
             on_image(generated)
     result.interrupted = progress.interrupted()
     return result
+
+
+def _add_hypernetwork_setting(result: GenerationResult, options: GenerationOptions, source: HypernetworkSource) -> None:
+    """The sd_hypernetwork setting appends its tag to every prompt that does not name it (A1111)."""
+    name = options.hypernetwork
+    if name in ("", "None") or source.load(name) is None:
+        return
+    tag = f"<hypernet:{name}:{options.default_multiplier:g}>"
+    result.all_prompts = [
+        prompt if any(call.kind == "hypernet" and call.items[:1] == [name] for call in extract_extra_networks(prompt)[1])
+        else prompt + tag
+        for prompt in result.all_prompts
+    ]
+
+
+def _active_hypernetworks(prompts: Sequence[str], source: HypernetworkSource, result: GenerationResult):
+    """The hypernetworks the batch's first prompt names (A1111 reads a batch's networks from it),
+    with their multipliers; their hashes go into the infotext as "Hypernet hashes"."""
+    active, hashes = [], []
+    for call in extract_extra_networks(prompts[0])[1] if prompts else []:
+        if call.kind != "hypernet" or not call.items:
+            continue
+        name = call.items[0]
+        network = source.load(name)
+        if network is None:
+            raise InvalidRequest("prompt", f"hypernetwork {name!r} not found")
+        try:
+            multiplier = float(call.items[1]) if len(call.items) > 1 else 1.0
+        except ValueError:
+            raise InvalidRequest("prompt", f"<hypernet:{':'.join(call.items)}>: the multiplier must be a number") from None
+        active.append((network, multiplier))
+        short = source.short_hash(name)
+        if short:
+            hashes.append(f"{name}:{short}")
+    if hashes:
+        result.extra_generation_params["Hypernet hashes"] = ", ".join(hashes)
+    return active
 
 
 def to_pixels(latent: torch.Tensor) -> list[Image.Image]:

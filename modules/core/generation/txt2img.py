@@ -20,6 +20,7 @@ from modules.core.generation.job import (
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import LATENT_UPSCALE_MODES, InvalidRequest, Txt2ImgRequest
+from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.run import sample
 
@@ -56,6 +57,7 @@ def run_txt2img(
     extra_generation_params: dict | None = None,
     first_pass_image: Image.Image | None = None,
     model_switch: ModelSwitch | None = None,
+    hypernetworks: HypernetworkSource | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
@@ -119,4 +121,5 @@ def run_txt2img(
 
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
-                   sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None)
+                   sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None,
+                   hypernetworks=hypernetworks)
