@@ -32,6 +32,7 @@ def create_service(flags) -> GenerationService:
         ckpt_dirs=(flags.ckpt_dir,) if flags.ckpt_dir else (),
         ckpt_files=(flags.ckpt,) if flags.ckpt else (),
         hypernetwork_dir=flags.hypernetwork_dir,
+        embeddings_dir=flags.embeddings_dir,
     )
     for folder in paths.model_dirs():
         folder.mkdir(parents=True, exist_ok=True)

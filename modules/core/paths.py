@@ -20,6 +20,7 @@ class Paths:
     extra_checkpoint_dirs: tuple[Path, ...] = field(default_factory=tuple)
     extra_checkpoint_files: tuple[Path, ...] = field(default_factory=tuple)
     hypernetwork_dir: Path | None = None  # --hypernetwork-dir
+    embeddings_dir: Path | None = None  # --embeddings-dir
 
     @classmethod
     def create(
@@ -30,6 +31,7 @@ class Paths:
         ckpt_files: tuple[str | Path, ...] = (),
         install: Path = INSTALL_DIR,
         hypernetwork_dir: str | Path | None = None,
+        embeddings_dir: str | Path | None = None,
     ) -> "Paths":
         data = Path(data_dir).expanduser().resolve() if data_dir else install
         models = Path(models_dir).expanduser().resolve() if models_dir else data / "models"
@@ -40,6 +42,7 @@ class Paths:
             extra_checkpoint_dirs=tuple(Path(d).expanduser().resolve() for d in ckpt_dirs if d),
             extra_checkpoint_files=tuple(Path(f).expanduser().resolve() for f in ckpt_files if f),
             hypernetwork_dir=Path(hypernetwork_dir).expanduser().resolve() if hypernetwork_dir else None,
+            embeddings_dir=Path(embeddings_dir).expanduser().resolve() if embeddings_dir else None,
         )
 
     @property
@@ -60,7 +63,7 @@ class Paths:
 
     @property
     def embeddings(self) -> Path:
-        return self.data / "embeddings"
+        return self.embeddings_dir or self.data / "embeddings"
 
     @property
     def outputs(self) -> Path:

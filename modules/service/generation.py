@@ -29,7 +29,7 @@ from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService
-from modules.service.networks import HypernetworkLibrary
+from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
 from modules.service.progress import JobState, ProgressSnapshot
@@ -71,6 +71,7 @@ class GenerationService:
         self.paths = paths
         self.hypernetworks = hypernetworks or HypernetworkLibrary(
             paths.hypernetworks, models.memory, models.hashes, models.hashing, models.allow_unsafe)
+        self.embeddings = EmbeddingLibrary(paths.embeddings, models.hashes, models.hashing, models.allow_unsafe)
         self.scripts = scripts if scripts is not None else ScriptRegistry()
         self.settings = settings
         self.models = models
@@ -210,7 +211,8 @@ class GenerationService:
             saved.append(self._save(image, request, settings, tab) if save and not image.incomplete else None)
 
         options = self.generation_options(settings)
-        common = (loaded.model, loaded.identity, request, options, self.state, on_image)
+        embeddings = self.embeddings.for_width(loaded.model.text_encoder.config.hidden_size)
+        common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks)

@@ -1,6 +1,6 @@
-"""Hypernetwork files for jobs: the list (``models/hypernetworks/**/*.pt`` or ``--hypernetwork-dir``;
-the name is the file name without ``.pt``), loading through the restricted unpickler, and a cache
-that reloads a file when it changes."""
+"""Network files for jobs: hypernetworks (``models/hypernetworks/**/*.pt`` or ``--hypernetwork-dir``;
+the name is the file name without ``.pt``) and textual-inversion embeddings (``embeddings/``), read
+through the restricted unpickler and cached until a file changes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import logging
 import threading
 from pathlib import Path
 
+from PIL import Image
+
+from modules.core.conditioning.embedding_files import (
+    IMAGE_SUFFIXES, embedding_in_image, embedding_vectors, is_embedding_file, width_of,
+)
+from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.devices import MemoryManager
 from modules.core.generation.request import InvalidRequest
 from modules.core.hash_cache import HashCache
@@ -63,3 +69,57 @@ class HypernetworkLibrary:
         if path is None or not self.hashing:
             return None
         return self.hashes.sha256(path, f"hypernet/{name}")[:10]
+
+
+class EmbeddingLibrary:
+    """Textual-inversion files under ``embeddings/`` (recursive; the name is the file name without
+    its extension, or the name an image carries). Files are re-read when they change; an
+    embedding of another width than the model's text encoder is listed as skipped."""
+
+    def __init__(self, folder: Path, hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False):
+        self.folder = folder
+        self.hashes = hashes
+        self.hashing = hashing
+        self.allow_unsafe = allow_unsafe
+        self._lock = threading.Lock()
+        self._read: dict[Path, tuple[float, tuple[str, object] | None]] = {}
+        self.skipped: dict[str, int] = {}  # name → its width, for the last width asked for
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(path for path in self.folder.rglob("*") if path.is_file() and is_embedding_file(path.name))
+
+    def _parse(self, path: Path) -> tuple[str, object] | None:
+        try:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as image:
+                    data = embedding_in_image(image)
+                if data is None:
+                    return None  # a picture without an embedding (a preview or an ordinary image)
+                return str(data.get("name", path.stem)), embedding_vectors(data)
+            return path.stem, embedding_vectors(load_torch_file(path, allow_unsafe=self.allow_unsafe))
+        except (UnsafeFileError, CorruptFileError, ValueError, KeyError, TypeError, OSError) as error:
+            log.warning("Textual inversion %s skipped: %s", path.name, error)
+            return None
+
+    def for_width(self, width: int) -> list[TextualInversion]:
+        """The embeddings a text encoder of ``width`` can use (the others go to ``skipped``)."""
+        usable: dict[str, TextualInversion] = {}
+        skipped: dict[str, int] = {}
+        with self._lock:
+            for path in self._files():
+                mtime = path.stat().st_mtime
+                cached = self._read.get(path)
+                if cached is None or cached[0] != mtime:
+                    cached = self._read[path] = (mtime, self._parse(path))
+                if cached[1] is None:
+                    continue
+                name, vectors = cached[1]
+                if width_of(vectors) != width or isinstance(vectors, dict):
+                    skipped[name] = width_of(vectors)
+                    continue
+                sha = self.hashes.sha256(path, f"textual_inversion/{name}") if self.hashing else None
+                usable[name] = TextualInversion(name, vectors, sha[:12] if sha else None)
+        self.skipped = skipped
+        return list(usable.values())

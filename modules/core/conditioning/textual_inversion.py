@@ -20,6 +20,7 @@ from transformers import CLIPTokenizer
 class TextualInversion:
     name: str
     vectors: torch.Tensor  # (vectors, text encoder width)
+    short_hash: str | None = None  # first 12 hex of the file's sha256 ("TI hashes")
 
     @property
     def length(self) -> int:
@@ -37,6 +38,7 @@ class EmbeddingLookup:
                 self.by_first_token.setdefault(ids[0], []).append((ids, embedding))
         for candidates in self.by_first_token.values():
             candidates.sort(key=lambda pair: len(pair[0]), reverse=True)
+        self.used: dict[str, TextualInversion] = {}  # every embedding a prompt has named, in order
 
     def __bool__(self) -> bool:
         return bool(self.by_first_token)
@@ -45,6 +47,7 @@ class EmbeddingLookup:
         """The embedding whose name's tokens start at ``position``, and how many tokens that name takes."""
         for ids, embedding in self.by_first_token.get(tokens[position], ()):
             if list(tokens[position:position + len(ids)]) == ids:
+                self.used.setdefault(embedding.name, embedding)
                 return embedding, len(ids)
         return None, 0
 

@@ -170,6 +170,7 @@ def run_img2img(
     extra.update(prepared.extra)
     if request.initial_noise_multiplier != 1.0:
         extra["Noise multiplier"] = request.initial_noise_multiplier
+    extra["TI hashes"] = None  # filled in once the prompts are encoded
     extra.update(sampling.infotext)
     conditioning = Conditioning(
         make_conditioner(model, options, embeddings),

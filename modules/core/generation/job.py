@@ -130,6 +130,7 @@ class Conditioning:
     schedules of a hires pass (A1111 reads `[a:b:N]` against both step counts)."""
 
     def __init__(self, conditioner: ClipTextConditioner, steps: int, old_timelines: bool, hires_steps: int | None = None):
+        self.conditioner = conditioner
         self.encode = conditioner.encode
         self.steps = steps
         self.hires_steps = hires_steps
@@ -139,8 +140,14 @@ class Conditioning:
     def rebind(self, conditioner: ClipTextConditioner) -> None:
         """Encode with another model's text encoder from now on (a job that switches checkpoints)."""
         if conditioner.encode != self.encode:
-            self.encode = conditioner.encode
+            self.conditioner, self.encode = conditioner, conditioner.encode
             self._last.clear()
+
+    def ti_hashes(self) -> str | None:
+        """"TI hashes" of the embeddings the prompts encoded so far named: "name: 12hex, …"."""
+        used = self.conditioner.embeddings.used if self.conditioner.embeddings is not None else {}
+        pairs = [f"{name}: {embedding.short_hash}" for name, embedding in used.items() if embedding.short_hash]
+        return ", ".join(pairs) or None
 
     def _cached(self, kind: str, key: tuple[str, ...], make):
         last = self._last.get(kind)
@@ -242,6 +249,8 @@ def run_job(
             uncond=conditioning.uncond(result.all_negative_prompts[span]),
         )
         progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
+        if "TI hashes" in result.extra_generation_params:  # its place is reserved by the job (A1111's order)
+            result.extra_generation_params["TI hashes"] = conditioning.ti_hashes()
         active = _active_hypernetworks(result.all_prompts[span], hypernetworks, result) if hypernetworks else []
         with applied_hypernetworks(model.unet, active):
             latent, stopped = sample_batch(batch)

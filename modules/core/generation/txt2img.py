@@ -75,6 +75,7 @@ def run_txt2img(
         hires_title = model_switch.hires_title if model_switch else None
         add_hires_infotext(request, options, result, sampling, hires_title)
         hires = HiresPass(model, request, options, first.conditioner, result)
+    result.extra_generation_params["TI hashes"] = None  # filled in once the prompts are encoded
     result.extra_generation_params.update(sampling.infotext)
     conditioning = Conditioning(
         first.conditioner,
