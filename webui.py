@@ -33,6 +33,7 @@ def create_service(flags) -> GenerationService:
         ckpt_files=(flags.ckpt,) if flags.ckpt else (),
         hypernetwork_dir=flags.hypernetwork_dir,
         embeddings_dir=flags.embeddings_dir,
+        lora_dir=flags.lora_dir,
     )
     for folder in paths.model_dirs():
         folder.mkdir(parents=True, exist_ok=True)

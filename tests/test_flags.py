@@ -229,7 +229,8 @@ def test_bad_values_of_known_flags_exit(argv):
 def test_unsupported_flags_list():
     unsupported = flags.unsupported_flags()
     assert unsupported == sorted(unsupported)
-    assert {"--medvram", "--xformers", "--lora-dir"} <= set(unsupported)
+    assert {"--medvram", "--xformers", "--styles-file"} <= set(unsupported)
+    assert "--lora-dir" not in unsupported and "--vae-path" not in unsupported
     assert "--port" not in unsupported and "--deepdanbooru" not in unsupported
     declared = {a.dest for a in flags.build_parser()._actions} - {"help"}
     assert len(unsupported) == len(declared - flags.IMPLEMENTED - flags.NOP)

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from modules.core.atomic import keep_aside, write_json
-from modules.core.hashing import file_sha256
+from modules.core.hashing import addnet_hash, file_sha256
 
 log = logging.getLogger("hanga")
 
@@ -32,27 +32,34 @@ class HashCache:
             log.warning("%s is unreadable (%s); kept as %s, starting a new cache", self.path, error, aside.name)
             return {}
 
-    def cached(self, file: Path, title: str) -> str | None:
+    def cached(self, file: Path, title: str, section: str = "hashes") -> str | None:
         """The cached sha256 when the file has not changed since it was hashed."""
         try:
             mtime = file.stat().st_mtime
         except FileNotFoundError:
             return None
         with self._lock:
-            entry = self._data.get("hashes", {}).get(title)
+            entry = self._data.get(section, {}).get(title)
         if not isinstance(entry, dict) or not entry.get("sha256") or mtime > entry.get("mtime", 0):
             return None
         return entry["sha256"]
 
     def sha256(self, file: Path, title: str) -> str:
         """Hash (or reuse the cached hash of) ``file``, storing it under ``title``."""
-        found = self.cached(file, title)
+        return self._hash(file, title, "hashes", file_sha256)
+
+    def addnet(self, file: Path, title: str) -> str:
+        """The LoRA "addnet" hash (``hashing.addnet_hash``), cached under ``hashes-addnet`` as A1111."""
+        return self._hash(file, title, "hashes-addnet", addnet_hash)
+
+    def _hash(self, file: Path, title: str, section: str, function) -> str:
+        found = self.cached(file, title, section)
         if found:
             return found
         log.info("Calculating sha256 for %s", file)
         mtime = file.stat().st_mtime
-        digest = file_sha256(file)
+        digest = function(file)
         with self._lock:
-            self._data.setdefault("hashes", {})[title] = {"mtime": mtime, "sha256": digest}
+            self._data.setdefault(section, {})[title] = {"mtime": mtime, "sha256": digest}
             write_json(self.path, self._data)
         return digest

@@ -24,6 +24,24 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def addnet_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The LoRA hash A1111 (after kohya's additional-networks extension) shows: sha256 of a
+    safetensors file's tensor bytes, after its 8-byte length and JSON header; other files whole."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return file_sha256(path, chunk)
+        header_length = int.from_bytes(head, "little")
+        f.seek(0, os.SEEK_END)
+        if 8 + header_length > f.tell():
+            return file_sha256(path, chunk)
+        f.seek(8 + header_length)
+        digest = hashlib.sha256()
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def short_hash(sha256: str) -> str:
     """The 10-hex prefix A1111 shows as the model hash (``name [6ce0161689]``)."""
     return sha256[:10]

@@ -21,6 +21,7 @@ class Paths:
     extra_checkpoint_files: tuple[Path, ...] = field(default_factory=tuple)
     hypernetwork_dir: Path | None = None  # --hypernetwork-dir
     embeddings_dir: Path | None = None  # --embeddings-dir
+    lora_dir: Path | None = None  # --lora-dir
 
     @classmethod
     def create(
@@ -32,6 +33,7 @@ class Paths:
         install: Path = INSTALL_DIR,
         hypernetwork_dir: str | Path | None = None,
         embeddings_dir: str | Path | None = None,
+        lora_dir: str | Path | None = None,
     ) -> "Paths":
         data = Path(data_dir).expanduser().resolve() if data_dir else install
         models = Path(models_dir).expanduser().resolve() if models_dir else data / "models"
@@ -43,6 +45,7 @@ class Paths:
             extra_checkpoint_files=tuple(Path(f).expanduser().resolve() for f in ckpt_files if f),
             hypernetwork_dir=Path(hypernetwork_dir).expanduser().resolve() if hypernetwork_dir else None,
             embeddings_dir=Path(embeddings_dir).expanduser().resolve() if embeddings_dir else None,
+            lora_dir=Path(lora_dir).expanduser().resolve() if lora_dir else None,
         )
 
     @property
@@ -60,6 +63,11 @@ class Paths:
     @property
     def hypernetworks(self) -> Path:
         return self.hypernetwork_dir or self.models / "hypernetworks"
+
+    @property
+    def lora_dirs(self) -> tuple[Path, ...]:
+        """LoRA folders: ``models/Lora`` (or --lora-dir), then the legacy ``models/LyCORIS``."""
+        return (self.lora_dir or self.models / "Lora", self.models / "LyCORIS")
 
     @property
     def embeddings(self) -> Path:
@@ -87,7 +95,7 @@ class Paths:
 
     def model_dirs(self) -> list[Path]:
         """The model folders a new user is expected to find (created at start-up)."""
-        return [self.checkpoints, self.vae, self.hypernetworks, self.models / "Lora", self.embeddings]
+        return [self.checkpoints, self.vae, self.hypernetworks, self.lora_dirs[0], self.embeddings]
 
     def resolve_output(self, configured: str) -> Path:
         """Settings hold output dirs relative to the data dir (``outputs/txt2img-images``)."""

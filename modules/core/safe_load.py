@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import collections
 import functools
+import json
 import logging
 import os
 import pickle
@@ -414,3 +415,20 @@ def _load_safetensors(path: PathLike, device) -> dict[str, torch.Tensor]:
         message = str(exc)
         hint = next((h for key, h in _SAFETENSORS_HINTS if key in message.lower()), "damaged")
         raise _corrupt(path, f"not a valid safetensors file: {hint} [{message}]") from None
+
+
+def safetensors_metadata(path: PathLike) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file's header ({} for anything else)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+        length = _safetensors_header_length(head, size)
+        if length is None:
+            return {}
+        f.seek(8)
+        try:
+            header = json.loads(f.read(length))
+        except ValueError:
+            return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}

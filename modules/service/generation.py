@@ -29,7 +29,7 @@ from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService
-from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary
+from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
 from modules.service.progress import JobState, ProgressSnapshot
@@ -72,6 +72,7 @@ class GenerationService:
         self.hypernetworks = hypernetworks or HypernetworkLibrary(
             paths.hypernetworks, models.memory, models.hashes, models.hashing, models.allow_unsafe)
         self.embeddings = EmbeddingLibrary(paths.embeddings, models.hashes, models.hashing, models.allow_unsafe)
+        self.loras = LoraLibrary(paths.lora_dirs, models.hashes, models.hashing, models.allow_unsafe)
         self.scripts = scripts if scripts is not None else ScriptRegistry()
         self.settings = settings
         self.models = models
@@ -215,10 +216,10 @@ class GenerationService:
         common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
-                                 hypernetworks=self.hypernetworks)
+                                 hypernetworks=self.hypernetworks, loras=self.loras)
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
-                                 hypernetworks=self.hypernetworks,
+                                 hypernetworks=self.hypernetworks, loras=self.loras,
                                  first_pass_image=getattr(p, "firstpass_image", None),
                                  model_switch=self._hires_switch(request, loaded, settings))
         runs.append((result, loaded, settings))

@@ -18,7 +18,8 @@ from modules.core.devices import MemoryManager
 from modules.core.generation.request import InvalidRequest
 from modules.core.hash_cache import HashCache
 from modules.core.models.hypernetwork import Hypernetwork, hypernetwork_from_dict
-from modules.core.safe_load import CorruptFileError, UnsafeFileError, load_torch_file
+from modules.core.models.lora import Lora, parse_lora
+from modules.core.safe_load import CorruptFileError, UnsafeFileError, load_state_dict, load_torch_file, safetensors_metadata
 
 log = logging.getLogger("hanga")
 
@@ -123,3 +124,65 @@ class EmbeddingLibrary:
                 usable[name] = TextualInversion(name, vectors, sha[:12] if sha else None)
         self.skipped = skipped
         return list(usable.values())
+
+
+LORA_SUFFIXES = (".pt", ".ckpt", ".safetensors")
+
+
+class LoraLibrary:
+    """LoRA files (``models/Lora``, ``models/LyCORIS`` or ``--lora-dir``; ``.pt``/``.ckpt``/
+    ``.safetensors``), found by file name or by the alias in their metadata (``ss_output_name``)."""
+
+    def __init__(self, folders: tuple[Path, ...], hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False):
+        self.folders = folders
+        self.hashes = hashes
+        self.hashing = hashing
+        self.allow_unsafe = allow_unsafe
+        self._lock = threading.Lock()
+        self._parsed: dict[tuple[Path, float, int], Lora] = {}
+
+    def files(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for folder in self.folders:
+            if folder.is_dir():
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file() and path.suffix.lower() in LORA_SUFFIXES:
+                        found.setdefault(path.stem, path)
+        return found
+
+    def _find(self, name: str) -> Path | None:
+        files = self.files()
+        if name in files:
+            return files[name]
+        for path in files.values():
+            if path.suffix.lower() == ".safetensors" and safetensors_metadata(path).get("ss_output_name") == name:
+                return path
+        return None
+
+    def load(self, name: str, unet, text_encoder) -> Lora | None:
+        path = self._find(name)
+        if path is None:
+            return None
+        key = (path, path.stat().st_mtime, id(unet))
+        with self._lock:
+            if key not in self._parsed:
+                try:
+                    weights = load_state_dict(path, allow_unsafe=self.allow_unsafe)
+                    self._parsed = {k: v for k, v in self._parsed.items() if k[0] != path}
+                    self._parsed[key] = parse_lora(weights, name, unet, text_encoder)
+                except (UnsafeFileError, CorruptFileError, ValueError) as error:
+                    raise InvalidRequest("prompt", f"LoRA {name} ({path.name}) cannot be used: {error}") from None
+                if self._parsed[key].unmatched:
+                    log.warning("LoRA %s: %d modules match nothing in this model", name, self._parsed[key].unmatched)
+            return self._parsed[key]
+
+    def short_hash(self, name: str) -> str | None:
+        """``sshs_model_hash`` from the metadata if present, else the addnet hash; 12 hex."""
+        path = self._find(name)
+        if path is None or not self.hashing:
+            return None
+        if path.suffix.lower() == ".safetensors":
+            given = safetensors_metadata(path).get("sshs_model_hash")
+            if given:
+                return given[:12]
+        return self.hashes.addnet(path, f"lora/{name}")[:12]

@@ -21,12 +21,13 @@ from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation import image_ops
 from modules.core.generation.job import (
     Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, batch_rng,
-    encode_images, image_tensor, make_conditioner, run_job, seeded_result,
+    encode_images, image_tensor, make_conditioner, reserve_network_keys, run_job, seeded_result,
 )
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import Img2ImgRequest
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
+from modules.core.models.lora import LoraSource
 from modules.core.sampling.denoiser import LatentBlend
 from modules.core.sampling.run import img2img_steps, sample_img2img
 
@@ -156,6 +157,7 @@ def run_img2img(
     embeddings: Sequence[TextualInversion] = (),
     extra_generation_params: dict | None = None,
     hypernetworks: HypernetworkSource | None = None,
+    loras: LoraSource | None = None,
 ) -> GenerationResult:
     request = request.validate()
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
@@ -170,7 +172,7 @@ def run_img2img(
     extra.update(prepared.extra)
     if request.initial_noise_multiplier != 1.0:
         extra["Noise multiplier"] = request.initial_noise_multiplier
-    extra["TI hashes"] = None  # filled in once the prompts are encoded
+    reserve_network_keys(extra)
     extra.update(sampling.infotext)
     conditioning = Conditioning(
         make_conditioner(model, options, embeddings),
@@ -200,4 +202,5 @@ def run_img2img(
     _, t_enc = img2img_steps(request.steps, request.denoising_strength, options.img2img_fix_steps)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
                    (request.width // factor, request.height // factor), sample_batch, finish_image,
-                   progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks)
+                   progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks,
+                   loras=loras)

@@ -24,6 +24,7 @@ from modules.core.infotext import build_infotext, order_params
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.hypernetwork import applied as applied_hypernetworks
 from modules.core.models.loader import StableDiffusionModel
+from modules.core.models.lora import LoraPatch, LoraSource, lora_calls
 from modules.core.rng import ImageRNG, fix_seed
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
 
@@ -225,56 +226,98 @@ def run_job(
     progress_steps: int | None = None,
     before_batch: Callable[[], StableDiffusionModel] | None = None,
     hypernetworks: HypernetworkSource | None = None,
+    loras: LoraSource | None = None,
 ) -> GenerationResult:
     """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h).
     ``before_batch`` (a job that switches checkpoints) makes the first pass's model current and
     returns it; the pictures are decoded with whatever model the batch ended on. ``hypernetworks``
-    supplies the ``<hypernet:name:multiplier>`` networks the batch's prompts name."""
+    supplies the ``<hypernet:name:multiplier>`` networks the batch's prompts name, ``loras`` the
+    ``<lora:…>`` ones (merged into the weights for the job and taken out exactly afterwards)."""
     size = request.batch_size
     if hypernetworks is not None:
         _add_hypernetwork_setting(result, options, hypernetworks)
     latent_w, latent_h = latent_size
-    for number in range(request.n_iter):
-        if progress.interrupted():
-            break
-        span = slice(number * size, (number + 1) * size)
-        if before_batch is not None:
-            model = before_batch()
-        batch = Batch(
-            number=number,
-            span=span,
-            rng=batch_rng(model, request, options, result.all_seeds[span], result.all_subseeds[span],
-                          (model.latent_channels, latent_h, latent_w)),
-            cond=conditioning.cond(result.all_prompts[span]),
-            uncond=conditioning.uncond(result.all_negative_prompts[span]),
-        )
-        progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
-        if "TI hashes" in result.extra_generation_params:  # its place is reserved by the job (A1111's order)
-            result.extra_generation_params["TI hashes"] = conditioning.ti_hashes()
-        active = _active_hypernetworks(result.all_prompts[span], hypernetworks, result) if hypernetworks else []
-        with applied_hypernetworks(model.unet, active):
-            latent, stopped = sample_batch(batch)
-        if options.nan_check and not stopped:
-            _check_for_nans(latent)
-        for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
-            index = number * size + offset
-            if finish_image is not None:
-                image = finish_image(offset, image)
-            params = infotext_params(request, sampling, identity, options, result, index)
-            generated = GeneratedImage(
-                image=image,
-                infotext=build_infotext(result.all_prompts[index], result.all_negative_prompts[index], params),
-                index=index,
-                seed=result.all_seeds[index],
-                subseed=result.all_subseeds[index],
-                prompt=result.all_prompts[index],
-                negative_prompt=result.all_negative_prompts[index],
-                incomplete=stopped,
+    patch = LoraPatch()
+    try:
+        for number in range(request.n_iter):
+            if progress.interrupted():
+                break
+            span = slice(number * size, (number + 1) * size)
+            if before_batch is not None:
+                model = before_batch()
+            if loras is not None:
+                _merge_loras(model, result.all_prompts[span][0], loras, patch, result)
+            batch = Batch(
+                number=number,
+                span=span,
+                rng=batch_rng(model, request, options, result.all_seeds[span], result.all_subseeds[span],
+                              (model.latent_channels, latent_h, latent_w)),
+                cond=conditioning.cond(result.all_prompts[span]),
+                uncond=conditioning.uncond(result.all_negative_prompts[span]),
             )
-            result.images.append(generated)
-            on_image(generated)
+            progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
+            if "TI hashes" in result.extra_generation_params:  # its place is reserved by the job (A1111's order)
+                result.extra_generation_params["TI hashes"] = conditioning.ti_hashes()
+            active = _active_hypernetworks(result.all_prompts[span], hypernetworks, result) if hypernetworks else []
+            with applied_hypernetworks(model.unet, active):
+                latent, stopped = sample_batch(batch)
+            if options.nan_check and not stopped:
+                _check_for_nans(latent)
+            for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
+                index = number * size + offset
+                if finish_image is not None:
+                    image = finish_image(offset, image)
+                params = infotext_params(request, sampling, identity, options, result, index)
+                generated = GeneratedImage(
+                    image=image,
+                    infotext=build_infotext(result.all_prompts[index], result.all_negative_prompts[index], params),
+                    index=index,
+                    seed=result.all_seeds[index],
+                    subseed=result.all_subseeds[index],
+                    prompt=result.all_prompts[index],
+                    negative_prompt=result.all_negative_prompts[index],
+                    incomplete=stopped,
+                )
+                result.images.append(generated)
+                on_image(generated)
+    finally:
+        patch.restore()
     result.interrupted = progress.interrupted()
     return result
+
+
+def _merge_loras(model: StableDiffusionModel, prompt: str, source: LoraSource, patch: LoraPatch,
+                 result: GenerationResult) -> None:
+    """Merge the LoRAs the batch's first prompt names (A1111 reads a batch's networks from it),
+    unless exactly those are merged already; "Lora hashes" records them."""
+    try:
+        wanted = tuple(lora_calls(extract_extra_networks(prompt)[1]))
+    except ValueError:
+        raise InvalidRequest("prompt", "a <lora:name:multiplier> multiplier must be a number") from None
+    if wanted == patch.active and patch.model is model:
+        return
+    patch.restore()
+    patch.model = model
+    hashes = []
+    for name, te, unet in wanted:
+        lora = source.load(name, model.unet, model.text_encoder)
+        if lora is None:
+            raise InvalidRequest("prompt", f"LoRA {name!r} not found")
+        patch.merge(model.text_encoder, lora.text_encoder, te)
+        patch.merge(model.unet, lora.unet, unet)
+        short = source.short_hash(name)
+        if short:
+            hashes.append(f"{name}: {short}")
+    patch.active = wanted
+    if hashes and "Lora hashes" in result.extra_generation_params:
+        result.extra_generation_params["Lora hashes"] = ", ".join(hashes)
+
+
+def reserve_network_keys(extra: dict) -> None:
+    """The places of the keys known only once the prompts are read (before the samplers' keys, as
+    A1111 writes them); a key left None is not written."""
+    extra.setdefault("Lora hashes", None)
+    extra.setdefault("TI hashes", None)
 
 
 def _add_hypernetwork_setting(result: GenerationResult, options: GenerationOptions, source: HypernetworkSource) -> None:

@@ -15,13 +15,14 @@ from PIL import Image
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation.hires import HiresPass, add_hires_infotext
 from modules.core.generation.job import (
-    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, run_job, seeded_result, to_pixels,
+    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
 from modules.core.generation.request import LATENT_UPSCALE_MODES, InvalidRequest, Txt2ImgRequest
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
+from modules.core.models.lora import LoraSource
 from modules.core.sampling.run import sample
 
 
@@ -58,6 +59,7 @@ def run_txt2img(
     first_pass_image: Image.Image | None = None,
     model_switch: ModelSwitch | None = None,
     hypernetworks: HypernetworkSource | None = None,
+    loras: LoraSource | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
@@ -75,7 +77,7 @@ def run_txt2img(
         hires_title = model_switch.hires_title if model_switch else None
         add_hires_infotext(request, options, result, sampling, hires_title)
         hires = HiresPass(model, request, options, first.conditioner, result)
-    result.extra_generation_params["TI hashes"] = None  # filled in once the prompts are encoded
+    reserve_network_keys(result.extra_generation_params)
     result.extra_generation_params.update(sampling.infotext)
     conditioning = Conditioning(
         first.conditioner,
@@ -123,4 +125,4 @@ def run_txt2img(
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
                    sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None,
-                   hypernetworks=hypernetworks)
+                   hypernetworks=hypernetworks, loras=loras)
