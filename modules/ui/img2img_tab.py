@@ -15,7 +15,7 @@ from modules.core.generation.request import MASKED_CONTENT, RESIZE_MODES, Img2Im
 from modules.service.batch import PNG_INFO_PROPS, PngInfoUse, img2img_batch
 from modules.service.generation import GenerationService
 from modules.service.paste import Pasted
-from modules.ui import scripts_ui
+from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, gallery_outputs, output_panel,
     override_dropdown, progress_reporter, prompt_row, sampler_controls, seed_controls, size_controls, slider,
@@ -276,6 +276,7 @@ def _wire_preview(pictures: list, mode: gr.State, sizes: gr.State, scale: gr.Sli
 def build(service: GenerationService) -> Img2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB, interrogate=True)
+    extra_networks_ui.build(service, TAB, fields["prompt"])
     mode, scale_tab, sizes = gr.State(IMG2IMG), gr.State(0), gr.State({})
     with gr.Row():
         with gr.Column(scale=1):

@@ -12,7 +12,7 @@ from modules.core.generation.request import HIRES_UPSCALERS, Txt2ImgRequest
 from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
 from modules.service.generation import GenerationService
-from modules.ui import scripts_ui
+from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
     output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, seed_controls,
@@ -102,6 +102,7 @@ def _wire_hires(fields: dict, accordion: gr.Accordion, resolution: gr.HTML) -> N
 def build(service: GenerationService) -> Txt2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB)
+    extra_networks_ui.build(service, TAB, fields["prompt"])
     with gr.Row():
         with gr.Column(scale=1):
             sampler_controls(fields, TAB)
