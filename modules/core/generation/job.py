@@ -264,26 +264,31 @@ def run_job(
             if options.nan_check and not stopped:
                 _check_for_nans(latent)
             for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
-                index = number * size + offset
                 if finish_image is not None:
                     image = finish_image(offset, image)
-                params = infotext_params(request, sampling, identity, options, result, index)
-                generated = GeneratedImage(
-                    image=image,
-                    infotext=build_infotext(result.all_prompts[index], result.all_negative_prompts[index], params),
-                    index=index,
-                    seed=result.all_seeds[index],
-                    subseed=result.all_subseeds[index],
-                    prompt=result.all_prompts[index],
-                    negative_prompt=result.all_negative_prompts[index],
-                    incomplete=stopped,
-                )
+                generated = _generated(image, number * size + offset, stopped, request, sampling, identity, options, result)
                 result.images.append(generated)
                 on_image(generated)
     finally:
         patch.restore()
     result.interrupted = progress.interrupted()
     return result
+
+
+def _generated(image: Image.Image, index: int, stopped: bool, request: Txt2ImgRequest, sampling: SamplingPlan,
+               identity: ModelIdentity, options: GenerationOptions, result: GenerationResult) -> GeneratedImage:
+    """Image ``index`` of the job with its infotext."""
+    params = infotext_params(request, sampling, identity, options, result, index)
+    return GeneratedImage(
+        image=image,
+        infotext=build_infotext(result.all_prompts[index], result.all_negative_prompts[index], params),
+        index=index,
+        seed=result.all_seeds[index],
+        subseed=result.all_subseeds[index],
+        prompt=result.all_prompts[index],
+        negative_prompt=result.all_negative_prompts[index],
+        incomplete=stopped,
+    )
 
 
 def _merge_loras(model: StableDiffusionModel, prompt: str, source: LoraSource, patch: LoraPatch,
