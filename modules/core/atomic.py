@@ -13,18 +13,27 @@ from typing import IO, Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that wants a file name (safetensors); once
+    the block ends the file is synced to disk and renamed over ``path``, or removed on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
+        yield Path(temp)
+        with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    with atomic_path(path) as temp, open(temp, mode, encoding=encoding) as handle:
+        yield handle
+        handle.flush()
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from modules.core.atomic import atomic_open
+from modules.core.atomic import atomic_open, atomic_path
 from modules.core.checkpoints import CheckpointInfo
 from modules.core.generation.request import InvalidRequest
 from modules.core.hashing import old_hash
@@ -124,17 +122,8 @@ def _save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata:
         pointer = tensor.data_ptr()
         plain[key] = tensor.clone() if pointer in seen and tensor.numel() else tensor
         seen.add(pointer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(plain, temp, metadata=metadata)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        save_file(plain, str(temp), metadata=metadata)
 
 
 def _save_ckpt(state_dict: dict[str, torch.Tensor], path: Path) -> None:
