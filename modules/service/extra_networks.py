@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from modules.core.conditioning.embedding_files import IMAGE_SUFFIXES, is_embedding_file
-from modules.core.safe_load import safetensors_metadata
+from modules.core.conditioning.embedding_files import IMAGE_SUFFIXES
 
 log = logging.getLogger("hanga")
 
@@ -99,10 +98,8 @@ def _card(name: str, tag: str, path: Path, folders, alias: str = "", metadata: d
 
 
 def _embeddings(service) -> list[NetworkCard]:
-    folder = Path(service.paths.embeddings)
-    if not folder.is_dir():
-        return []
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and is_embedding_file(path.name))
+    folder = Path(service.embeddings.folder)
+    files = service.embeddings.files()
     # A picture named like an embedding file beside it is that file's preview, not an embedding.
     stems = {path.with_suffix("") for path in files if path.suffix.lower() not in IMAGE_SUFFIXES}
     cards = []
@@ -134,7 +131,7 @@ def _loras(service) -> list[NetworkCard]:
     folders = [Path(folder) for folder in service.loras.folders]
     cards = []
     for name, path in files.items():
-        metadata = safetensors_metadata(path) if path.suffix.lower() == ".safetensors" else {}
+        metadata = service.loras.metadata(path)
         alias = metadata.get("ss_output_name", "").strip()
         shown = alias if alias and (alias == name or alias not in files) else name
         cards.append(_card(name, f"<lora:{shown}:{multiplier}>", path, folders, alias, metadata))

@@ -86,7 +86,8 @@ class EmbeddingLibrary:
         self._read: dict[Path, tuple[float, tuple[str, object] | None]] = {}
         self.skipped: dict[str, int] = {}  # name → its width, for the last width asked for
 
-    def _files(self) -> list[Path]:
+    def files(self) -> list[Path]:
+        """The embedding files (and pictures that may carry one), sorted."""
         if not self.folder.is_dir():
             return []
         return sorted(path for path in self.folder.rglob("*") if path.is_file() and is_embedding_file(path.name))
@@ -109,7 +110,7 @@ class EmbeddingLibrary:
         usable: dict[str, TextualInversion] = {}
         skipped: dict[str, int] = {}
         with self._lock:
-            for path in self._files():
+            for path in self.files():
                 mtime = path.stat().st_mtime
                 cached = self._read.get(path)
                 if cached is None or cached[0] != mtime:
@@ -140,6 +141,7 @@ class LoraLibrary:
         self.allow_unsafe = allow_unsafe
         self._lock = threading.Lock()
         self._parsed: dict[tuple[Path, float, int], Lora] = {}
+        self._metadata: dict[tuple[Path, float], dict[str, str]] = {}
 
     def files(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
@@ -150,14 +152,20 @@ class LoraLibrary:
                         found.setdefault(path.stem, path)
         return found
 
+    def metadata(self, path: Path) -> dict[str, str]:
+        """A safetensors file's metadata, read once per version of the file ({} for others)."""
+        if path.suffix.lower() != ".safetensors":
+            return {}
+        key = (path, path.stat().st_mtime)
+        if key not in self._metadata:
+            self._metadata[key] = safetensors_metadata(path)
+        return self._metadata[key]
+
     def _find(self, name: str) -> Path | None:
         files = self.files()
         if name in files:
             return files[name]
-        for path in files.values():
-            if path.suffix.lower() == ".safetensors" and safetensors_metadata(path).get("ss_output_name") == name:
-                return path
-        return None
+        return next((path for path in files.values() if self.metadata(path).get("ss_output_name") == name), None)
 
     def load(self, name: str, unet, text_encoder) -> Lora | None:
         path = self._find(name)
@@ -181,8 +189,7 @@ class LoraLibrary:
         path = self._find(name)
         if path is None or not self.hashing:
             return None
-        if path.suffix.lower() == ".safetensors":
-            given = safetensors_metadata(path).get("sshs_model_hash")
-            if given:
-                return given[:12]
+        given = self.metadata(path).get("sshs_model_hash")
+        if given:
+            return given[:12]
         return self.hashes.addnet(path, f"lora/{name}")[:12]
