@@ -113,10 +113,10 @@ def test_yaml_beside_checkpoint_overrides_heads_and_parameterization(service, ti
     _assert_same_weights(tiny_models.unet, loaded.model.unet)
 
 
-def test_sdxl_checkpoint_is_refused_clearly(tiny_models):
+def test_unsupported_family_is_refused_clearly(tiny_models):
     sd = to_ldm_state_dict(tiny_models)
-    sd["conditioner.embedders.1.model.ln_final.weight"] = torch.ones(4)
-    with pytest.raises(UnsupportedModelError, match="SDXL checkpoints are not supported yet"):
+    sd["model.diffusion_model.x_embedder.proj.weight"] = torch.ones(4, 4)
+    with pytest.raises(UnsupportedModelError, match="Stable Diffusion 3 checkpoints are not supported"):
         load_components(sd, CONFIGS)
 
 

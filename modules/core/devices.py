@@ -70,10 +70,12 @@ class MemoryManager:
     def device(self) -> torch.device:
         return self.policy.device
 
-    def place(self, unet: torch.nn.Module, text_encoder: torch.nn.Module, vae: torch.nn.Module) -> None:
+    def place(self, unet: torch.nn.Module, text_encoder: torch.nn.Module, vae: torch.nn.Module,
+              *more_text_encoders: torch.nn.Module) -> None:
         p = self.policy
         _move(unet, p.device, p.unet_dtype)
-        _move(text_encoder, p.device, p.text_encoder_dtype)
+        for encoder in (text_encoder, *more_text_encoders):
+            _move(encoder, p.device, p.text_encoder_dtype)
         _move(vae, p.device, p.vae_dtype)
 
     def place_network(self, module: torch.nn.Module) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from modules.core.atomic import write_text
+from modules.core.checkpoints import CheckpointInfo
 from modules.core.conditioning.clip_text import TextOptions
 from modules.core.conditioning.token_count import prompt_token_count
 from modules.core.generation.img2img import run_img2img
@@ -173,22 +174,35 @@ class GenerationService:
         return self.models.ensure_vae(loaded, settings.get("sd_vae"), settings.get("sd_vae_overrides_per_model_preferences"),
                                       settings.get("sd_vae_as_default"))
 
-    def _hires_switch(self, request: Txt2ImgRequest, loaded: LoadedModel, settings: SettingsView) -> ModelSwitch | None:
-        """A hires checkpoint other than the first pass's: both are loaded in turn, one at a time."""
-        name = request.hr_checkpoint_name
-        if not request.enable_hr or name in ("", "Use same checkpoint"):
-            return None
+    def _checkpoint(self, field: str, name: str) -> CheckpointInfo:
         info = self.models.find(name)
         if info is None:
-            raise InvalidRequest("hr_checkpoint_name", f"checkpoint {name!r} not found; available: "
-                                                       f"{', '.join(self.models.titles())}")
-        if info.path == loaded.info.path:
+            raise InvalidRequest(field, f"checkpoint {name!r} not found; available: {', '.join(self.models.titles())}")
+        return self.models.hashed(info)
+
+    def _model_switch(self, request: Txt2ImgRequest, loaded: LoadedModel, settings: SettingsView) -> ModelSwitch | None:
+        """Checkpoints other than the first pass's (a hires checkpoint, the refiner): they are
+        loaded in turn, one at a time."""
+        hires = refiner = None
+        if request.enable_hr and request.hr_checkpoint_name not in ("", "Use same checkpoint"):
+            hires = self._checkpoint("hr_checkpoint_name", request.hr_checkpoint_name)
+        if request.refiner_checkpoint not in ("", "None"):
+            refiner = self._checkpoint("refiner_checkpoint", request.refiner_checkpoint)
+        hires = None if hires is None or hires.path == loaded.info.path else hires
+        refiner = None if refiner is None or refiner.path == loaded.info.path else refiner
+        if hires is None and refiner is None:
             return None
-        info = self.models.hashed(info)
-        first_title, title = loaded.info.title, info.title
-        short = f"{info.stem} [{info.shorthash}]" if info.shorthash else info.stem
+        first_title = loaded.info.title
+
+        def short(info: CheckpointInfo) -> str:
+            return f"{info.stem} [{info.shorthash}]" if info.shorthash else info.stem
+
+        def load(info: CheckpointInfo | None):
+            return None if info is None else (lambda: self._ready(info.title, settings).model)
+
         return ModelSwitch(first=lambda: self._ready(first_title, settings).model,
-                           hires=lambda: self._ready(title, settings).model, hires_title=short)
+                           hires=load(hires), hires_title=short(hires) if hires else None,
+                           refiner=load(refiner), refiner_title=short(refiner) if refiner else None)
 
     @staticmethod
     def _run_script(script, p: Processing, args: Sequence) -> Processed | None:
@@ -212,16 +226,17 @@ class GenerationService:
             saved.append(self._save(image, request, settings, tab) if save and not image.incomplete else None)
 
         options = self.generation_options(settings)
-        embeddings = self.embeddings.for_width(loaded.model.text_encoder.config.hidden_size)
+        embeddings = self.embeddings.for_width(loaded.model.text_width)
         common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
-                                 hypernetworks=self.hypernetworks, loras=self.loras)
+                                 hypernetworks=self.hypernetworks, loras=self.loras,
+                                 model_switch=self._model_switch(request, loaded, settings))
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks, loras=self.loras,
                                  first_pass_image=getattr(p, "firstpass_image", None),
-                                 model_switch=self._hires_switch(request, loaded, settings))
+                                 model_switch=self._model_switch(request, loaded, settings))
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,

@@ -118,7 +118,7 @@ class EmbeddingLibrary:
                 if cached[1] is None:
                     continue
                 name, vectors = cached[1]
-                if width_of(vectors) != width or isinstance(vectors, dict):
+                if width_of(vectors) != width:  # SDXL's clip_l + clip_g pair counts as their sum
                     skipped[name] = width_of(vectors)
                     continue
                 sha = self.hashes.sha256(path, f"textual_inversion/{name}") if self.hashing else None
@@ -167,17 +167,18 @@ class LoraLibrary:
             return files[name]
         return next((path for path in files.values() if self.metadata(path).get("ss_output_name") == name), None)
 
-    def load(self, name: str, unet, text_encoder) -> Lora | None:
+    def load(self, name: str, model) -> Lora | None:
         path = self._find(name)
         if path is None:
             return None
-        key = (path, path.stat().st_mtime, id(unet))
+        key = (path, path.stat().st_mtime, id(model.unet))
         with self._lock:
             if key not in self._parsed:
                 try:
                     weights = load_state_dict(path, allow_unsafe=self.allow_unsafe)
                     self._parsed = {k: v for k, v in self._parsed.items() if k[0] != path}
-                    self._parsed[key] = parse_lora(weights, name, unet, text_encoder)
+                    self._parsed[key] = parse_lora(weights, name, model.unet, model.text_encoder, model.text_encoder_2,
+                                                   model.unet_ldm_names)
                 except (UnsafeFileError, CorruptFileError, ValueError) as error:
                     raise InvalidRequest("prompt", f"LoRA {name} ({path.name}) cannot be used: {error}") from None
                 if self._parsed[key].unmatched:

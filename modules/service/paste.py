@@ -36,6 +36,8 @@ FIELDS: tuple[tuple[str, str, type], ...] = (
     ("Mask blur", "mask_blur", int),
     ("Masked area padding", "inpaint_full_res_padding", int),
     ("Noise multiplier", "initial_noise_multiplier", float),
+    ("Refiner", "refiner_checkpoint", str),
+    ("Refiner switch at", "refiner_switch_at", float),
 )
 HIRES_KEYS = ("Hires upscale", "Hires upscaler", "Hires resize-1")
 # Settings whose infotext key is not pasted as an override (switching models needs a click).

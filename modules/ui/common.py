@@ -186,6 +186,18 @@ def sampler_controls(fields: dict, tab: str) -> None:
     fields["steps"] = slider(1, 150, 20, 1, "Sampling steps", f"{tab}_steps")
 
 
+NO_REFINER = "None"
+
+
+def refiner_controls(fields: dict, tab: str, checkpoint_titles: list[str]) -> None:
+    """A1111's "Refiner" accordion: sampling goes on with another checkpoint from "Switch at"."""
+    with gr.Accordion("Refiner", open=False, elem_id=f"{tab}_refiner"):
+        with gr.Row():
+            fields["refiner_checkpoint"] = gr.Dropdown([NO_REFINER, *checkpoint_titles], value=NO_REFINER, label="Checkpoint",
+                                                       elem_id=f"{tab}_checkpoint", allow_custom_value=True)
+            fields["refiner_switch_at"] = slider(0.01, 1, 0.8, 0.01, "Switch at", f"{tab}_switch_at")
+
+
 def size_controls(fields: dict, tab: str) -> None:
     fields["width"] = slider(64, 2048, 512, 8, "Width", f"{tab}_width")
     fields["height"] = slider(64, 2048, 512, 8, "Height", f"{tab}_height")

@@ -18,7 +18,7 @@ from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, gallery_outputs, output_panel,
-    override_dropdown, progress_reporter, prompt_row, sampler_controls, seed_controls, size_controls, slider,
+    override_dropdown, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
 
@@ -285,6 +285,7 @@ def build(service: GenerationService) -> Img2ImgTab:
                                              label="Resize mode", elem_id="resize_mode")
             inpaint_group, mask_alpha = _inpaint_controls(fields)
             sampler_controls(fields, TAB)
+            refiner_controls(fields, TAB, service.models.titles())
             with gr.Row():
                 with gr.Column():
                     resize_tabs, scale, preview = _resize_tabs(fields)

@@ -15,7 +15,7 @@ from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
-    output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, seed_controls,
+    output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
@@ -106,6 +106,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
     with gr.Row():
         with gr.Column(scale=1):
             sampler_controls(fields, TAB)
+            refiner_controls(fields, TAB, service.models.titles())
             accordion, resolution = _hires(fields, service)
             with gr.Row():
                 with gr.Column():

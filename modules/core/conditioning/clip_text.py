@@ -5,6 +5,12 @@ A prompt is split into weighted segments, tokenized without BOS/EOS, packed into
 comma move to the next chunk), each chunk becomes ``[BOS] + 75 tokens + [EOS]`` padded with EOS,
 chunks are encoded separately and concatenated along the token axis, and emphasis weights are
 applied to the encoder output.
+
+Families differ in the encoder layer read and the padding (§5.5): SD1 reads the layer "Clip skip"
+names, then the final LayerNorm; SD2's OpenCLIP reads its penultimate layer through the final
+LayerNorm (the loader drops the unused last layer, so that is the model's last output) and pads
+with 0 after the first EOS; SDXL reads the penultimate layer of both encoders without the
+LayerNorm, and bigG also gives the pooled vector of the first chunk (``SdxlTextConditioner``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from modules.core.conditioning.cond import CROSSATTN, VECTOR
 from modules.core.conditioning.emphasis import BREAK_MARKER, parse_prompt_attention
 from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion, insert_vectors
 
 CHUNK_LENGTH = 75
 EMPHASIS_MODES = ("None", "Ignore", "Original", "No norm")
+LAYER_MODES = ("clip_skip", "last", "penultimate")
 
 
 @dataclass
@@ -35,15 +43,24 @@ class TextOptions:
     clip_skip: int = 1  # A1111's "Clip skip" / CLIP_stop_at_last_layers, 1..12
     emphasis: str = "Original"
     comma_padding_backtrack: int = 20
+    refiner_aesthetic: tuple[float, float] = (6.0, 2.5)  # sdxl_refiner_high/low_aesthetic_score
 
 
 class ClipTextConditioner:
     def __init__(self, tokenizer: CLIPTokenizer, encoder: CLIPTextModel | None, options: TextOptions = TextOptions(),
-                 embeddings: EmbeddingLookup | None = None):
+                 embeddings: EmbeddingLookup | None = None, layer: str = "clip_skip", pad_id: int | None = None,
+                 embedding_key: str | None = None):
         """``encoder`` may be None when only tokenizing (the UI's token counter); ``embeddings`` are
-        the textual inversions a prompt may name."""
+        the textual inversions a prompt may name. ``layer``: "clip_skip" (SD1), "last" or
+        "penultimate" (no LayerNorm); ``pad_id`` replaces every token after the first EOS;
+        ``embedding_key`` picks this encoder's vectors from SDXL embeddings ("clip_l"/"clip_g")."""
         if options.emphasis not in EMPHASIS_MODES:
             raise ValueError(f"emphasis must be one of {', '.join(EMPHASIS_MODES)}; got {options.emphasis!r}")
+        if layer not in LAYER_MODES:
+            raise ValueError(f"layer must be one of {', '.join(LAYER_MODES)}; got {layer!r}")
+        self.layer = layer
+        self.pad_id = pad_id
+        self.embedding_key = embedding_key
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.options = options
@@ -97,29 +114,90 @@ class ClipTextConditioner:
         return PromptChunk([self.id_start] + [self.id_end] * (CHUNK_LENGTH + 1), [1.0] * (CHUNK_LENGTH + 2))
 
     def _encode_chunks(self, chunks: list[PromptChunk]) -> torch.Tensor:
+        return self.encode_chunks(chunks)[0]
+
+    def _token_ids(self, chunks: list[PromptChunk]) -> torch.Tensor:
+        rows = []
+        for chunk in chunks:
+            ids = list(chunk.tokens)
+            if self.pad_id is not None and self.id_end in ids:
+                end = ids.index(self.id_end)
+                ids[end + 1:] = [self.pad_id] * (len(ids) - end - 1)
+            rows.append(ids)
+        return torch.asarray(rows, device=self.encoder.device)
+
+    def encode_chunks(self, chunks: list[PromptChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One column of chunks → (embeddings with emphasis applied, pooled vectors or None)."""
         device = self.encoder.device
-        tokens = torch.asarray([c.tokens for c in chunks], device=device)
+        tokens = self._token_ids(chunks)
         if any(c.fixes for c in chunks):
             # The encoder's own forward runs unchanged; a hook on its token-embedding layer writes
             # the embedding vectors over the placeholder slots for this one call.
             fixes = [c.fixes for c in chunks]
             layer = self.encoder.get_input_embeddings()
-            handle = layer.register_forward_hook(lambda module, args, output: insert_vectors(output, fixes))
+            handle = layer.register_forward_hook(lambda module, args, output: insert_vectors(output, fixes, self.embedding_key))
             try:
-                z = self._hidden_states(tokens)
+                z, pooled = self._hidden_states(tokens)
             finally:
                 handle.remove()
         else:
-            z = self._hidden_states(tokens)
+            z, pooled = self._hidden_states(tokens)
         multipliers = torch.asarray([c.multipliers for c in chunks], device=device)
-        return apply_emphasis(z, multipliers, self.options.emphasis)
+        return apply_emphasis(z, multipliers, self.options.emphasis), pooled
 
-    def _hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        skip = self.options.clip_skip
+    def _hidden_states(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        skip = self.options.clip_skip if self.layer == "clip_skip" else 1
+        if self.layer == "penultimate":
+            outputs = self.encoder(input_ids=tokens, output_hidden_states=True)
+            return outputs.hidden_states[-2], getattr(outputs, "text_embeds", None)
         if skip <= 1:
-            return self.encoder(input_ids=tokens).last_hidden_state
+            return self.encoder(input_ids=tokens).last_hidden_state, None
         outputs = self.encoder(input_ids=tokens, output_hidden_states=True)
-        return self.encoder.final_layer_norm(outputs.hidden_states[-skip])
+        return self.encoder.final_layer_norm(outputs.hidden_states[-skip]), None
+
+
+class SdxlTextConditioner:
+    """SDXL's text conditioning: the prompt is chunked once, each chunk goes through every encoder
+    (CLIP-L then bigG for the base, bigG alone for the refiner), their outputs are joined along
+    the width, and the last encoder's pooled vector of the first chunk becomes ``"vector"`` (with
+    the aesthetic score appended for the refiner). An all-empty negative prompt gives zeros."""
+
+    def __init__(self, encoders: list[ClipTextConditioner], refiner: bool = False):
+        self.encoders = encoders
+        self.first = encoders[0]
+        self.refiner = refiner
+        self.embeddings = self.first.embeddings
+        self.options = self.first.options
+
+    def tokenize_line(self, line: str) -> tuple[list[PromptChunk], int]:
+        return self.first.tokenize_line(line)
+
+    def token_count(self, line: str) -> tuple[int, int]:
+        return self.first.token_count(line)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], negative: bool = False) -> dict[str, torch.Tensor]:
+        batch = [self.tokenize_line(text)[0] for text in texts]
+        chunk_count = max(len(chunks) for chunks in batch)
+        parts, pooled = [], None
+        for index in range(chunk_count):
+            column = [chunks[index] if index < len(chunks) else self.first._empty_chunk() for chunks in batch]
+            outputs = [encoder.encode_chunks(column) for encoder in self.encoders]
+            parts.append(torch.cat([z for z, _ in outputs], dim=-1))
+            if index == 0:
+                pooled = outputs[-1][1]
+        crossattn = torch.hstack(parts)
+        if negative and all(text == "" for text in texts):
+            crossattn, pooled = torch.zeros_like(crossattn), torch.zeros_like(pooled)
+        vector = pooled.float()
+        if self.refiner:
+            high, low = self.options.refiner_aesthetic
+            score = torch.full((vector.shape[0], 1), low if negative else high, device=vector.device)
+            vector = torch.cat([vector, score], dim=1)
+        return {CROSSATTN: crossattn, VECTOR: vector}
+
+    def encode_negative(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.encode(texts, negative=True)
 
 
 def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, mode: str) -> torch.Tensor:

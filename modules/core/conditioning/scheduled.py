@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
-
+from modules.core.conditioning.cond import Cond, rows, stack_padded
 from modules.core.conditioning.prompt_parser import get_learned_conditioning_prompt_schedules, split_and
 
-Encode = Callable[[list[str]], torch.Tensor]
+Encode = Callable[[list[str]], Cond]
 CondsList = list[list[tuple[int, float]]]  # per image: (row of the stacked conds, weight)
 
 
@@ -23,20 +22,13 @@ CondsList = list[list[tuple[int, float]]]  # per image: (row of the stacked cond
 class Timeline:
     """One prompt's schedule: ``(end_at_step, conditioning (tokens, width))`` entries."""
 
-    entries: tuple[tuple[int, torch.Tensor], ...]
+    entries: tuple[tuple[int, Cond], ...]
 
-    def at(self, step: int) -> torch.Tensor:
+    def at(self, step: int) -> Cond:
         for end_at_step, cond in self.entries:
             if step <= end_at_step:
                 return cond
         return self.entries[0][1]
-
-
-def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (tokens, width) tensors; shorter ones repeat their last vector (A1111's stack_conds)."""
-    longest = max(t.shape[0] for t in tensors)
-    padded = [t if t.shape[0] == longest else torch.vstack([t, t[-1:].repeat(longest - t.shape[0], 1)]) for t in tensors]
-    return torch.stack(padded)
 
 
 def _encode_timelines(encode: Encode, prompts: list[str], schedules: list[list[tuple[int, str]]]) -> list[Timeline]:
@@ -46,7 +38,7 @@ def _encode_timelines(encode: Encode, prompts: list[str], schedules: list[list[t
     timelines = []
     for prompt, schedule in zip(prompts, schedules):
         if prompt not in done:
-            conds = encode([text for _, text in schedule])
+            conds = rows(encode([text for _, text in schedule]))
             done[prompt] = Timeline(tuple((end, cond) for (end, _), cond in zip(schedule, conds)))
         timelines.append(done[prompt])
     return timelines
@@ -56,8 +48,8 @@ def _encode_timelines(encode: Encode, prompts: list[str], schedules: list[list[t
 class UncondBatch:
     timelines: tuple[Timeline, ...]
 
-    def at(self, step: int) -> torch.Tensor:
-        return _stack_padded([timeline.at(step) for timeline in self.timelines])
+    def at(self, step: int) -> Cond:
+        return stack_padded([timeline.at(step) for timeline in self.timelines])
 
 
 @dataclass(frozen=True)
@@ -66,7 +58,7 @@ class CondBatch:
 
     parts: tuple[tuple[tuple[Timeline, float], ...], ...]
 
-    def at(self, step: int) -> tuple[torch.Tensor, CondsList]:
+    def at(self, step: int) -> tuple[Cond, CondsList]:
         tensors, conds_list = [], []
         for image_parts in self.parts:
             rows = []
@@ -74,7 +66,7 @@ class CondBatch:
                 rows.append((len(tensors), weight))
                 tensors.append(timeline.at(step))
             conds_list.append(rows)
-        return _stack_padded(tensors), conds_list
+        return stack_padded(tensors), conds_list
 
 
 def encode_uncond(encode: Encode, prompts: Sequence[str], steps: int, hires_steps: int | None = None,

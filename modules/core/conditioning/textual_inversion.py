@@ -19,12 +19,22 @@ from transformers import CLIPTokenizer
 @dataclass(frozen=True, eq=False)
 class TextualInversion:
     name: str
-    vectors: torch.Tensor  # (vectors, text encoder width)
+    vectors: torch.Tensor | dict[str, torch.Tensor]  # (vectors, width), or SDXL's {"clip_l", "clip_g"}
     short_hash: str | None = None  # first 12 hex of the file's sha256 ("TI hashes")
 
     @property
     def length(self) -> int:
-        return int(self.vectors.shape[0])
+        first = next(iter(self.vectors.values())) if isinstance(self.vectors, dict) else self.vectors
+        return int(first.shape[0])
+
+    def vectors_for(self, encoder: str | None) -> torch.Tensor:
+        """The vectors for one text encoder: SDXL files hold "clip_l" (for CLIP-L) and "clip_g"
+        (for bigG); other files hold one set, used whatever ``encoder`` is."""
+        if not isinstance(self.vectors, dict):
+            return self.vectors
+        if encoder not in self.vectors:
+            raise ValueError(f"embedding {self.name!r} has no {encoder or 'single-encoder'} vectors")
+        return self.vectors[encoder]
 
 
 class EmbeddingLookup:
@@ -52,14 +62,15 @@ class EmbeddingLookup:
         return None, 0
 
 
-def insert_vectors(token_embeds: torch.Tensor, fixes: Sequence[Sequence[tuple[int, TextualInversion]]]) -> torch.Tensor:
+def insert_vectors(token_embeds: torch.Tensor, fixes: Sequence[Sequence[tuple[int, TextualInversion]]],
+                   encoder: str | None = None) -> torch.Tensor:
     """Token embeddings (batch, 77, width) with each chunk's embedding vectors written over its
     placeholder slots; ``offset`` counts from after BOS, and vectors past the chunk end are cut."""
     rows = []
     for row, row_fixes in zip(token_embeds, fixes):
         for offset, embedding in row_fixes:
             count = min(row.shape[0] - offset - 1, embedding.length)
-            vectors = embedding.vectors[:count].to(device=row.device, dtype=row.dtype)
+            vectors = embedding.vectors_for(encoder)[:count].to(device=row.device, dtype=row.dtype)
             row = torch.cat([row[: offset + 1], vectors, row[offset + 1 + count:]])
         rows.append(row)
     return torch.stack(rows)

@@ -132,12 +132,13 @@ class HiresPass:
         return upscaled, image_conditioning(model, upscaled.shape, pixels, None, self.options.inpainting_mask_weight)
 
     def run(self, latent: torch.Tensor | None, batch: Batch, progress: Progress,
-            pictures: list | None = None) -> tuple[torch.Tensor, bool]:
+            pictures: list | None = None, before_step=None) -> tuple[torch.Tensor, bool]:
         upscaled, image_cond = self.upscale(latent, pictures)
         rng = batch_rng(self.model, self.request, self.options, batch.rng.seeds, batch.rng.subseeds, upscaled.shape[1:])
         noise = rng.next()
         cond = self.conditioning.cond(self.prompts[batch.span])
         uncond = self.conditioning.uncond(self.negatives[batch.span])
-        denoiser = cfg_denoiser(self.unet, self.sampling, cond, uncond, self.request.cfg_scale, progress, image_cond=image_cond)
+        denoiser = cfg_denoiser(self.unet, self.sampling, cond, uncond, self.request.cfg_scale, progress, image_cond=image_cond,
+                                before_step=before_step)
         return sample_img2img(self.sampling, self.steps, denoiser, noise, upscaled, self.request.denoising_strength, True,
                               rng, self.schedule, self.options.sampler, progress.step)

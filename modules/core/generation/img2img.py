@@ -23,7 +23,7 @@ from modules.core.generation.job import (
     Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, batch_rng,
     encode_images, image_tensor, make_conditioner, reserve_network_keys, run_job, seeded_result,
 )
-from modules.core.generation.passes import cfg_denoiser, prepare_sampling
+from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
 from modules.core.generation.request import Img2ImgRequest
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
@@ -158,9 +158,12 @@ def run_img2img(
     extra_generation_params: dict | None = None,
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
+    model_switch: ModelSwitch | None = None,
 ) -> GenerationResult:
+    """``model_switch`` (a ``txt2img.ModelSwitch``) carries the refiner checkpoint, if any."""
     request = request.validate()
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
+    current = model
     result = seeded_result(request, sampling.sampler.name, options)
     prepared = prepare_images(model, request, options, result.all_seeds)
     image_cond = image_conditioning(model, prepared.init_latent.shape, prepared.pixels, prepared.image_mask,
@@ -181,6 +184,32 @@ def run_img2img(
     )
     factor = model.vae_downscale
 
+    def first_model() -> StableDiffusionModel:
+        """The job's own checkpoint, loaded again for each batch after the refiner took over."""
+        nonlocal current, sampling, schedule, unet
+        loaded = model_switch.first()
+        if loaded is not current:
+            current = loaded
+            sampling, schedule, unet = prepare_sampling(loaded, request, options, request.sampler_name, request.scheduler,
+                                                        request.steps)
+            conditioning.rebind(make_conditioner(loaded, options, embeddings))
+        return loaded
+
+    def refiner(batch: Batch):
+        if model_switch is None or model_switch.refiner is None:
+            return None
+
+        def prepare(refiner_model: StableDiffusionModel, shape):
+            _, _, refined = prepare_sampling(refiner_model, request, options, request.sampler_name, request.scheduler,
+                                             request.steps)
+            encoder = Conditioning(make_conditioner(refiner_model, options, embeddings), steps=conditioning.steps,
+                                   old_timelines=options.old_prompt_timelines)
+            rows = slice(0, batch.span.stop - batch.span.start)
+            return (refined, encoder.cond(result.all_prompts[batch.span]), encoder.uncond(result.all_negative_prompts[batch.span]),
+                    None if image_cond is None else image_cond[rows])
+
+        return RefinerSwitch(request.refiner_switch_at, model_switch.refiner, prepare, model_switch.refiner_title, batch, result)
+
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         rows = slice(0, batch.span.stop - batch.span.start)
         init_latent = prepared.init_latent[rows]
@@ -189,7 +218,8 @@ def run_img2img(
             blend = LatentBlend(init_latent, blend.mask, blend.nmask)
         noise = batch.rng.next() * request.initial_noise_multiplier
         denoiser = cfg_denoiser(unet, sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
-                                image_cond=None if image_cond is None else image_cond[rows], blend=blend)
+                                image_cond=None if image_cond is None else image_cond[rows], blend=blend,
+                                before_step=refiner(batch))
         latent, stopped = sample_img2img(sampling, request.steps, denoiser, noise, init_latent, request.denoising_strength,
                                          options.img2img_fix_steps, batch.rng, schedule, options.sampler, progress.step)
         return (latent if blend is None else blend(latent)), stopped
@@ -203,4 +233,4 @@ def run_img2img(
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
                    (request.width // factor, request.height // factor), sample_batch, finish_image,
                    progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks,
-                   loras=loras)
+                   loras=loras, before_batch=first_model if model_switch is not None else None)

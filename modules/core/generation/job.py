@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules.core.conditioning.clip_text import ClipTextConditioner, TextOptions
+from modules.core.conditioning.clip_text import ClipTextConditioner, SdxlTextConditioner, TextOptions
 from modules.core.conditioning.prompt_parser import extract_extra_networks, strip_comments
 from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
 from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
@@ -133,6 +133,7 @@ class Conditioning:
     def __init__(self, conditioner: ClipTextConditioner, steps: int, old_timelines: bool, hires_steps: int | None = None):
         self.conditioner = conditioner
         self.encode = conditioner.encode
+        self.encode_negative = getattr(conditioner, "encode_negative", conditioner.encode)
         self.steps = steps
         self.hires_steps = hires_steps
         self.old_timelines = old_timelines
@@ -142,6 +143,7 @@ class Conditioning:
         """Encode with another model's text encoder from now on (a job that switches checkpoints)."""
         if conditioner.encode != self.encode:
             self.conditioner, self.encode = conditioner, conditioner.encode
+            self.encode_negative = getattr(conditioner, "encode_negative", conditioner.encode)
             self._last.clear()
 
     def ti_hashes(self) -> str | None:
@@ -163,7 +165,7 @@ class Conditioning:
         return self._cached("cond", tuple(texts), lambda: encode_cond(self.encode, texts, self.steps, self.hires_steps, self.old_timelines))
 
     def uncond(self, prompts: list[str]) -> UncondBatch:
-        return self._cached("uncond", tuple(prompts), lambda: encode_uncond(self.encode, prompts, self.steps, self.hires_steps, self.old_timelines))
+        return self._cached("uncond", tuple(prompts), lambda: encode_uncond(self.encode_negative, prompts, self.steps, self.hires_steps, self.old_timelines))
 
 
 def _check_for_nans(latent: torch.Tensor) -> None:
@@ -206,8 +208,26 @@ def batch_rng(model: StableDiffusionModel, request: Txt2ImgRequest, options: Gen
 
 
 def make_conditioner(model: StableDiffusionModel, options: GenerationOptions,
-                     embeddings: Sequence[TextualInversion] = ()) -> ClipTextConditioner:
-    return ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, EmbeddingLookup(model.tokenizer, embeddings))
+                     embeddings: Sequence[TextualInversion] = ()) -> ClipTextConditioner | SdxlTextConditioner:
+    """The prompt encoder for the model's family (§5.4, §5.5)."""
+    lookup = EmbeddingLookup(model.tokenizer, embeddings)
+    family = model.family.family
+    if family == "sd2":
+        return ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, lookup, layer="last", pad_id=0)
+    if family == "sdxl":
+        return SdxlTextConditioner([
+            ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, lookup, layer="penultimate",
+                                embedding_key="clip_l"),
+            ClipTextConditioner(model.tokenizer, model.text_encoder_2, options.text, lookup, layer="penultimate", pad_id=0,
+                                embedding_key="clip_g"),
+        ])
+    if family == "sdxl-refiner":
+        return SdxlTextConditioner(
+            [ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, lookup, layer="penultimate", pad_id=0,
+                                 embedding_key="clip_g")],
+            refiner=True,
+        )
+    return ClipTextConditioner(model.tokenizer, model.text_encoder, options.text, lookup)
 
 
 def run_job(
@@ -305,10 +325,12 @@ def _merge_loras(model: StableDiffusionModel, prompt: str, source: LoraSource, p
     patch.model = model
     hashes = []
     for name, te, unet in wanted:
-        lora = source.load(name, model.unet, model.text_encoder)
+        lora = source.load(name, model)
         if lora is None:
             raise InvalidRequest("prompt", f"LoRA {name!r} not found")
         patch.merge(model.text_encoder, lora.text_encoder, te)
+        if model.text_encoder_2 is not None:
+            patch.merge(model.text_encoder_2, lora.text_encoder_2, te)
         patch.merge(model.unet, lora.unet, unet)
         short = source.short_hash(name)
         if short:

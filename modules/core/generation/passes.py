@@ -3,7 +3,12 @@ U-Net wrapper and the CFG denoiser over a batch's conditioning."""
 
 from __future__ import annotations
 
-from modules.core.generation.job import GenerationOptions, Progress
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from modules.core.generation.job import Batch, GenerationOptions, GenerationResult, Progress
 from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.denoiser import CFGDenoiser, LCMDenoiser, UNetDenoiser
@@ -22,7 +27,7 @@ def prepare_sampling(model: StableDiffusionModel, request: Txt2ImgRequest, optio
         raise InvalidRequest(
             steps_field, f"must be at least {options.sampler.uni_pc_order} with UniPC (its order setting); got {steps}"
         )
-    unet = (LCMDenoiser if sampler.consistency else UNetDenoiser)(model.unet, schedule, model.prediction_type)
+    unet = (LCMDenoiser if sampler.consistency else UNetDenoiser)(model.unet, schedule, model.prediction_type, model.sdxl)
     return sampling, schedule, unet
 
 
@@ -32,3 +37,40 @@ def cfg_denoiser(unet: UNetDenoiser, sampling: SamplingPlan, cond, uncond, cfg_s
         unet, cond.at, uncond.at, cfg_scale * sampling.sampler.cfg_scale_multiplier,
         timestep_kind=sampling.sampler.kind == "timestep", should_stop=progress.stop_requested, **extra,
     )
+
+
+@dataclass(frozen=True)
+class ModelSwitch:
+    """Other checkpoints a job uses, for a hires pass or as the refiner: each callable returns its
+    model, loading it (and so unloading the other) when it is not the current one."""
+
+    first: Callable[[], StableDiffusionModel]
+    hires: Callable[[], StableDiffusionModel] | None = None
+    hires_title: str | None = None  # "Hires checkpoint" in the infotext: "name [hash]"
+    refiner: Callable[[], StableDiffusionModel] | None = None
+    refiner_title: str | None = None  # "Refiner" in the infotext: "name [hash]"
+
+
+class RefinerSwitch:
+    """Hands a batch's sampling to the refiner checkpoint once it is ``switch_at`` of the way
+    (A1111's ``apply_refiner``, by noise level): the refiner is loaded, ``prepare`` gives its U-Net
+    wrapper and the batch's conditioning encoded by its text encoder, and the sampler goes on with
+    it; its VAE decodes the batch. "Refiner" and "Refiner switch at" are written once it switched.
+    ``prepare(model, latent_shape)`` → (U-Net wrapper, cond, uncond, image conditioning or None)."""
+
+    def __init__(self, switch_at: float, load: Callable[[], StableDiffusionModel], prepare, title: str | None,
+                 batch: Batch, result: GenerationResult):
+        self.switch_at, self.load, self.prepare, self.title = switch_at, load, prepare, title
+        self.batch, self.result = batch, result
+        self.done = False
+
+    def __call__(self, denoiser, x: torch.Tensor, sigma: torch.Tensor) -> None:
+        if self.done or denoiser.completed_ratio(sigma) < self.switch_at:
+            return
+        self.done = True
+        model = self.load()
+        unet, cond, uncond, image_cond = self.prepare(model, x.shape)
+        denoiser.switch_model(unet, cond.at, uncond.at, image_cond)
+        self.batch.decoder = model
+        self.result.extra_generation_params["Refiner"] = self.title
+        self.result.extra_generation_params["Refiner switch at"] = self.switch_at

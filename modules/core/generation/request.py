@@ -51,6 +51,7 @@ RANGES: dict[str, Range] = {
     "seed_resize_from_h": Range(-1, 8192),
     "denoising_strength": Range(0, 1),
     "hr_scale": Range(1, 8),
+    "refiner_switch_at": Range(0.01, 1),
     "hr_second_pass_steps": Range(0, 500),
     "hr_resize_x": Range(0, 8192),
     "hr_resize_y": Range(0, 8192),
@@ -113,6 +114,9 @@ class Txt2ImgRequest:
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
     hr_checkpoint_name: str = ""  # "" = the first pass's checkpoint
+    # SDXL refiner: sampling goes on with this checkpoint once it is refiner_switch_at of the way
+    refiner_checkpoint: str = ""  # "" = none
+    refiner_switch_at: float = 0.8
 
     def validate(self) -> "Txt2ImgRequest":
         """Check every field; return a copy with numbers normalised (7.0 → 7 for whole floats)."""
@@ -137,7 +141,7 @@ class Txt2ImgRequest:
             for name in ("hr_prompt", "hr_negative_prompt"):
                 if not isinstance(getattr(self, name), str):
                     raise InvalidRequest(name, "must be text")
-        for name in ("cfg_scale", "hr_scale", "denoising_strength"):
+        for name in ("cfg_scale", "hr_scale", "denoising_strength", "refiner_switch_at"):
             normalized[name] = _whole_float_as_int(getattr(self, name))
         return replace(self, **normalized)
 

@@ -6,7 +6,6 @@ with a variation seed) and its own generator, so batches reproduce single images
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -18,22 +17,12 @@ from modules.core.generation.job import (
     Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
-from modules.core.generation.passes import cfg_denoiser, prepare_sampling
+from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
 from modules.core.generation.request import LATENT_UPSCALE_MODES, InvalidRequest, Txt2ImgRequest
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.models.lora import LoraSource
 from modules.core.sampling.run import sample
-
-
-@dataclass(frozen=True)
-class ModelSwitch:
-    """A hires pass on another checkpoint: each returns its model, loading it (and so unloading
-    the other) when it is not the current one."""
-
-    first: Callable[[], StableDiffusionModel]
-    hires: Callable[[], StableDiffusionModel]
-    hires_title: str  # "Hires checkpoint" in the infotext: "name [hash]"
 
 
 class _FirstPass:
@@ -96,31 +85,52 @@ def run_txt2img(
 
     def hires_pass() -> HiresPass:
         nonlocal hires
-        if model_switch is not None:
-            current = model_switch.hires()
-            if current is not hires.model:
-                hires = HiresPass(current, request, options, make_conditioner(current, options, embeddings), result)
+        has_hires_model = model_switch is not None and model_switch.hires is not None
+        current = model_switch.hires() if has_hires_model else first.model
+        if current is not hires.model:
+            hires = HiresPass(current, request, options, make_conditioner(current, options, embeddings), result)
         return hires
+
+    def refiner(batch: Batch, in_hires_pass: bool) -> RefinerSwitch | None:
+        """The refiner acts in the hires pass when there is one (A1111's default
+        ``hires_fix_refiner_pass``: "second pass"), otherwise in the first pass."""
+        if model_switch is None or model_switch.refiner is None or in_hires_pass != request.enable_hr:
+            return None
+        span = batch.span
+
+        def prepare(refiner_model: StableDiffusionModel, shape):
+            image_cond = image_conditioning(refiner_model, shape, None, None, 1.0)
+            if in_hires_pass:
+                second = HiresPass(refiner_model, request, options, make_conditioner(refiner_model, options, embeddings), result)
+                return (second.unet, second.conditioning.cond(second.prompts[span]),
+                        second.conditioning.uncond(second.negatives[span]), image_cond)
+            refined = _FirstPass(refiner_model, request, options, embeddings)
+            encoder = Conditioning(refined.conditioner, steps=conditioning.steps, old_timelines=options.old_prompt_timelines)
+            return refined.unet, encoder.cond(result.all_prompts[span]), encoder.uncond(result.all_negative_prompts[span]), image_cond
+
+        return RefinerSwitch(request.refiner_switch_at, model_switch.refiner, prepare, model_switch.refiner_title, batch, result)
 
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         if first_pass_image is not None:
             second = hires_pass()
             batch.decoder = second.model
-            return second.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds))
+            return second.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds),
+                              before_step=refiner(batch, in_hires_pass=True))
         x = batch.rng.next()
         denoiser = cfg_denoiser(first.unet, first.sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
-                                image_cond=image_conditioning(first.model, x.shape, None, None, 1.0))
+                                image_cond=image_conditioning(first.model, x.shape, None, None, 1.0),
+                                before_step=refiner(batch, in_hires_pass=False))
         latent, stopped = sample(first.sampling, request.steps, denoiser, batch.rng, first.schedule, options.sampler,
                                  progress.step, first_noise=x)
         if hires is None or stopped:
             return latent, stopped
-        if model_switch is not None and LATENT_UPSCALE_MODES.get(request.hr_upscaler) is None:
+        if model_switch is not None and model_switch.hires is not None and LATENT_UPSCALE_MODES.get(request.hr_upscaler) is None:
             pictures, latent = to_pixels(decode_to_pixels(first.model, latent)), None  # decoded by the first model's VAE
         else:
             pictures = None
         second = hires_pass()
         batch.decoder = second.model
-        return second.run(latent, batch, progress, pictures=pictures)
+        return second.run(latent, batch, progress, pictures=pictures, before_step=refiner(batch, in_hires_pass=True))
 
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,

@@ -53,7 +53,10 @@ def infer_unet_config(sd: StateDict, standard: dict, prefix: str = "model.diffus
     up_firsts = [level * (layers + 1) for level in range(levels)]
     up_attn = [has(f"output_blocks.{i}.1.proj_in.weight") for i in up_firsts]
 
-    depths = [len(_indices(sd, f"{prefix}input_blocks.{i}.1.transformer_blocks.")) or 1 for i in firsts]
+    # Levels without attention have no depth of their own; they take the middle block's, which
+    # diffusers reads from the last level (SDXL refiner: [4, 4, 4, 4], not [1, 4, 4, 1]).
+    middle = len(_indices(sd, f"{prefix}middle_block.1.transformer_blocks.")) or 1
+    depths = [len(_indices(sd, f"{prefix}input_blocks.{i}.1.transformer_blocks.")) or middle for i in firsts]
     attn_blocks = [i for i, a in zip(firsts, down_attn) if a]
     config = dict(standard)
     config.update(
@@ -69,6 +72,9 @@ def infer_unet_config(sd: StateDict, standard: dict, prefix: str = "model.diffus
         first = f"input_blocks.{attn_blocks[0]}.1."
         config["cross_attention_dim"] = int(shape(first + "transformer_blocks.0.attn2.to_k.weight")[1])
         config["use_linear_projection"] = len(shape(first + "proj_in.weight")) == 2
+    if has("label_emb.0.0.weight"):  # SDXL: pooled text and size ids enter the time embedding
+        config["addition_embed_type"] = "text_time"
+        config["projection_class_embeddings_input_dim"] = int(shape("label_emb.0.0.weight")[1])
     time_dim = int(shape("time_embed.0.weight")[0])
     if time_dim != 4 * widths[0]:
         config["time_embedding_dim"] = time_dim

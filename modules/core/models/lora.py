@@ -1,6 +1,10 @@
 """LoRA / LoCon files (kohya ``lora_unet_*``/``lora_te_*`` keys, or diffusers/PEFT ``lora_A``/``lora_B``)
 merged into a loaded model's weights for one job and taken out again exactly.
 
+SD1/SD2 kohya files name U-Net modules by diffusers' paths; SDXL ones by the original (LDM/SGM)
+paths (``lora_unet_input_blocks_4_1_…``), and name the two text encoders ``lora_te1_``/``lora_te2_``.
+The loader records each U-Net module's original name, so both spellings find their module.
+
 ``ΔW = up · down · (alpha / rank) · multiplier`` per module; convolutions (LoCon) multiply the
 flattened kernels. The text-encoder multiplier applies to text-encoder modules and the U-Net
 multiplier to U-Net modules (``<lora:name:te[:unet]>``). ``LoraPatch`` keeps a copy of every weight
@@ -36,7 +40,14 @@ class Lora:
     name: str
     unet: dict[str, LoraModule] = field(default_factory=dict)  # by diffusers module path
     text_encoder: dict[str, LoraModule] = field(default_factory=dict)
+    text_encoder_2: dict[str, LoraModule] = field(default_factory=dict)  # SDXL's bigG
     unmatched: int = 0  # keys no module of this model answers to
+
+
+def _text_model_prefix(model: torch.nn.Module) -> str:
+    """kohya names text-encoder modules from ``text_model``; transformers 5's CLIPTextModel has no
+    such level (its paths start at ``encoder.``), CLIPTextModelWithProjection keeps it."""
+    return "" if hasattr(model, "text_model") else "text_model_"
 
 
 def _kohya_names(model: torch.nn.Module, prefix: str, extra: str = "") -> dict[str, str]:
@@ -46,29 +57,54 @@ def _kohya_names(model: torch.nn.Module, prefix: str, extra: str = "") -> dict[s
 
 
 def parse_lora(state_dict: Mapping[str, torch.Tensor], name: str, unet: torch.nn.Module,
-               text_encoder: torch.nn.Module) -> Lora:
-    """Group a LoRA file's tensors by the module of ``unet``/``text_encoder`` they change."""
-    kohya = {**{key: ("unet", path) for key, path in _kohya_names(unet, "lora_unet_").items()},
-             **{key: ("te", path) for key, path in _kohya_names(text_encoder, "lora_te_", "text_model_").items()}}
+               text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module | None = None,
+               unet_ldm_names: Mapping[str, str] | None = None) -> Lora:
+    """Group a LoRA file's tensors by the module of ``unet``/``text_encoder``(``_2``) they change.
+    ``unet_ldm_names`` maps U-Net module paths to their original checkpoint names."""
+    kohya = {key: ("unet", path) for key, path in _kohya_names(unet, "lora_unet_").items()}
+    kohya.update({"lora_unet_" + ldm.replace(".", "_"): ("unet", path) for path, ldm in (unet_ldm_names or {}).items()})
+    encoders = {"te": text_encoder, "te2": text_encoder_2}
+    if text_encoder_2 is None:
+        prefixes = {"te": "lora_te_"}
+    else:
+        prefixes = {"te": "lora_te1_", "te2": "lora_te2_"}
+    for where, prefix in prefixes.items():
+        model = encoders[where]
+        kohya.update({key: (where, path) for key, path in
+                      _kohya_names(model, prefix, _text_model_prefix(model)).items()})
     parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     unmatched = set()
     for key, tensor in state_dict.items():
         target, role = _locate(key, kohya)
+        if target is not None and target[0] != "unet":
+            target = _resolve_text_path(target, encoders)
         if target is None:
             unmatched.add(key.split(".")[0])
             continue
         parts.setdefault(target, {})[role] = tensor
     lora = Lora(name=name)
+    by_place = {"unet": lora.unet, "te": lora.text_encoder, "te2": lora.text_encoder_2}
     for (where, path), found in parts.items():
         if "down" not in found or "up" not in found:
             unmatched.add(path)
             continue
         alpha = float(found["alpha"]) if "alpha" in found else None
-        (lora.unet if where == "unet" else lora.text_encoder)[path] = LoraModule(found["down"], found["up"], alpha)
+        by_place[where][path] = LoraModule(found["down"], found["up"], alpha)
     lora.unmatched = len(unmatched)
-    if not lora.unet and not lora.text_encoder:
-        raise ValueError("no LoRA weights for this model's modules (an SD2/SDXL LoRA, or not a LoRA)")
+    if not lora.unet and not lora.text_encoder and not lora.text_encoder_2:
+        raise ValueError("no LoRA weights for this model's modules (a LoRA for another model family, or not a LoRA)")
     return lora
+
+
+def _resolve_text_path(target: tuple[str, str], encoders: Mapping[str, torch.nn.Module | None]) -> tuple[str, str] | None:
+    """A diffusers/PEFT text-encoder path, with or without ``text_model.``, as the module has it."""
+    where, path = target
+    model = encoders.get(where)
+    if model is None:
+        return None
+    if hasattr(model, "text_model"):
+        return where, path if path.startswith("text_model.") else "text_model." + path
+    return where, path.removeprefix("text_model.")
 
 
 _ROLES = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha",
@@ -82,11 +118,9 @@ def _locate(key: str, kohya: Mapping[str, tuple[str, str]]) -> tuple[tuple[str, 
         stem = key[: -len(suffix) - 1]
         if stem in kohya:
             return kohya[stem], role
-        for prefix, where in (("unet.", "unet"), ("text_encoder.", "te")):  # diffusers / PEFT names
+        for prefix, where in (("unet.", "unet"), ("text_encoder.", "te"), ("text_encoder_2.", "te2")):  # diffusers / PEFT
             if stem.startswith(prefix):
-                path = stem[len(prefix):]
-                path = path[len("text_model."):] if where == "te" and path.startswith("text_model.") else path
-                return (where, path), role
+                return (where, stem[len(prefix):]), role
         return None, role
     return None, ""
 
@@ -123,9 +157,10 @@ class LoraPatch:
 
 
 class LoraSource(Protocol):
-    """Where a job gets LoRAs by name or alias (the service reads and caches the files)."""
+    """Where a job gets LoRAs by name or alias (the service reads and caches the files), parsed
+    for ``model`` (a loaded StableDiffusionModel)."""
 
-    def load(self, name: str, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> Lora | None: ...
+    def load(self, name: str, model) -> Lora | None: ...
     def short_hash(self, name: str) -> str | None: ...
 
 

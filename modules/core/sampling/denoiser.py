@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from diffusers import UNet2DConditionModel
 
+from modules.core.conditioning import cond as conds
+from modules.core.conditioning.cond import Cond, SdxlConditioning
 from modules.core.conditioning.scheduled import CondsList
 from modules.core.sampling.noise_schedule import DiscreteSchedule, LCMSchedule
 
@@ -23,19 +25,25 @@ class SamplingInterrupted(Exception):
 
 
 class UNetDenoiser:
-    def __init__(self, unet: UNet2DConditionModel, schedule: DiscreteSchedule, prediction_type: str):
+    def __init__(self, unet: UNet2DConditionModel, schedule: DiscreteSchedule, prediction_type: str,
+                 sdxl: SdxlConditioning | None = None):
         self.unet = unet
         self.schedule = schedule
         self.v_prediction = prediction_type == "v_prediction"
+        self.sdxl = sdxl
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, image_cond: torch.Tensor | None) -> torch.Tensor:
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, context: Cond, image_cond: torch.Tensor | None) -> torch.Tensor:
         dtype = self.unet.dtype
+        if self.sdxl is not None:
+            kwargs = self.sdxl.unet_kwargs(context, x, dtype)
+        else:
+            kwargs = {"encoder_hidden_states": context.to(dtype)}
         if image_cond is not None:  # inpainting U-Nets take the mask and masked image as extra channels
             x = torch.cat([x, image_cond.to(x)], dim=1)
-        out = self.unet(x.to(dtype), t, encoder_hidden_states=context.to(dtype), return_dict=False)[0]
+        out = self.unet(x.to(dtype), t, return_dict=False, **kwargs)[0]
         return out.float()
 
-    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: Cond,
            image_cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma_b = sigma[:, None, None, None]
         c_in = 1 / (sigma_b**2 + 1) ** 0.5
@@ -46,7 +54,7 @@ class UNetDenoiser:
             return out * c_out + x * c_skip
         return x + out * -sigma_b
 
-    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+    def eps(self, x: torch.Tensor, timestep: torch.Tensor, context: Cond,
             image_cond: torch.Tensor | None = None) -> torch.Tensor:
         out = self._unet(x, timestep, context, image_cond)
         if not self.v_prediction:
@@ -61,7 +69,7 @@ class LCMDenoiser(UNetDenoiser):
 
     schedule: LCMSchedule
 
-    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+    def x0(self, x: torch.Tensor, sigma: torch.Tensor, context: Cond,
            image_cond: torch.Tensor | None = None) -> torch.Tensor:
         predicted = super().x0(x, sigma, context, image_cond)
         scaled_t = self.schedule.sigma_to_t(sigma)[:, None, None, None] * 10.0
@@ -86,14 +94,19 @@ class CFGDenoiser:
     def __init__(
         self,
         model: UNetDenoiser,
-        conditioning: Callable[[int], tuple[torch.Tensor, CondsList]],
-        uncond_at: Callable[[int], torch.Tensor],
+        conditioning: Callable[[int], tuple[Cond, CondsList]],
+        uncond_at: Callable[[int], Cond],
         cfg_scale: float,
         timestep_kind: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
         image_cond: torch.Tensor | None = None,
         blend: "LatentBlend | None" = None,
+        before_step: Callable[["CFGDenoiser", torch.Tensor, torch.Tensor], None] | None = None,
     ):
+        """``before_step(denoiser, x, sigma)`` runs before each prediction; it may hand the rest of
+        the sampling to another model with ``switch_model`` (the SDXL refiner)."""
+        self.before_step = before_step
+        self.timestep_kind = timestep_kind
         self.model = model
         self.conditioning = conditioning
         self.uncond_at = uncond_at
@@ -106,9 +119,29 @@ class CFGDenoiser:
         self.step = 0
         self.last_uncond: torch.Tensor | None = None  # CFG++ samplers step along the uncond prediction
 
+    def switch_model(self, model: UNetDenoiser, conditioning: Callable[[int], tuple[Cond, CondsList]],
+                     uncond_at: Callable[[int], Cond], image_cond: torch.Tensor | None) -> None:
+        """Go on sampling with another model (and its own text conditioning); the step count and
+        the sampler's state carry on."""
+        self.model = model
+        self.predict = model.eps if self.timestep_kind else model.x0
+        self.conditioning, self.uncond_at, self.image_cond = conditioning, uncond_at, image_cond
+
+    def completed_ratio(self, sigma: torch.Tensor) -> float:
+        """How far sampling has come, read from the noise level as A1111 reads it for the refiner:
+        (999 − the training timestep nearest to the largest sigma) / 1000."""
+        if self.timestep_kind:
+            timestep = int(sigma.max())
+        else:
+            sigmas = self.model.schedule.sigmas.to(sigma.device)
+            timestep = int(torch.argmin((sigmas - sigma.max()).abs()))
+        return (999 - timestep) / 1000
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.should_stop():
             raise SamplingInterrupted()
+        if self.before_step is not None:
+            self.before_step(self, x, sigma)
         if self.blend is not None and self.blend_input:
             x = self.blend(x)
         cond, conds_list = self.conditioning(self.step)
@@ -118,10 +151,10 @@ class CFGDenoiser:
         sigma_cond = torch.repeat_interleave(sigma, repeats, dim=0)
         image = self.image_cond
         image_cond = None if image is None else torch.repeat_interleave(image, repeats, dim=0)
-        if cond.shape[1] == uncond.shape[1]:
+        if conds.token_count(cond) == conds.token_count(uncond):
             both = None if image is None else torch.cat([image_cond, image])
-            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), torch.cat([cond, uncond]), both)
-            out_cond, out_uncond = out[: cond.shape[0]], out[cond.shape[0] :]
+            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), conds.cat([cond, uncond]), both)
+            out_cond, out_uncond = out[: x_cond.shape[0]], out[x_cond.shape[0] :]
         else:
             out_cond = self.predict(x_cond, sigma_cond, cond, image_cond)
             out_uncond = self.predict(x, sigma, uncond, image)

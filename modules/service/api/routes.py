@@ -77,6 +77,8 @@ def _common_fields(body: Txt2ImgBody) -> dict:
         batch_size=body.batch_size,
         n_iter=body.n_iter,
         eta=body.eta,
+        refiner_checkpoint="" if body.refiner_checkpoint in (None, "None", "none") else body.refiner_checkpoint,
+        refiner_switch_at=0.8 if body.refiner_switch_at is None else body.refiner_switch_at,
     )
 
 
@@ -94,6 +96,7 @@ def txt2img_request(body: Txt2ImgBody) -> Txt2ImgRequest:
         hr_scheduler="" if body.hr_scheduler in (None, "Use same scheduler") else body.hr_scheduler,
         hr_prompt=body.hr_prompt,
         hr_negative_prompt=body.hr_negative_prompt,
+        hr_checkpoint_name="" if body.hr_checkpoint_name in (None, "Use same checkpoint") else body.hr_checkpoint_name,
     )
 
 
