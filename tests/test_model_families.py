@@ -474,3 +474,58 @@ def test_api_bodies_carry_the_refiner_and_hires_checkpoint_fields():
     plain = txt2img_request(Txt2ImgBody(prompt="x", refiner_checkpoint="None", hr_checkpoint_name="Use same checkpoint"))
     assert (plain.refiner_checkpoint, plain.refiner_switch_at, plain.hr_checkpoint_name) == ("", 0.8, "")
     assert img2img_request(Img2ImgBody(prompt="x", refiner_checkpoint="r"), 1.0).refiner_checkpoint == "r"
+
+
+# ------------------------------------------------------------------ settings of the families
+
+
+def test_a_half_precision_vae_that_gives_nans_decodes_again_in_float32():
+    from modules.core.generation.job import decode_to_pixels
+    from tests.fixtures.tiny_sd import build_tiny_sd1, to_ldm_state_dict as sd1_ldm
+
+    model = load_components(sd1_ldm(build_tiny_sd1(seed=2)), CONFIGS)
+    with torch.no_grad():  # weights that fit float16, activations that overflow it (as in the SDXL VAE)
+        model.vae.post_quant_conv.weight.mul_(30)
+    latent = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 1000 * model.latent_scale_factor
+    full = decode_to_pixels(model, latent)
+    model.vae.half()
+    assert torch.isnan(decode_to_pixels(model, latent, upcast_on_nans=False)).any()
+    retried = decode_to_pixels(model, latent)
+    assert not torch.isnan(retried).any()
+    # the same decode as a float32 VAE, up to the float16 rounding of the weights
+    torch.testing.assert_close(retried, full, rtol=0, atol=0.05)
+    assert model.vae.dtype == torch.float16  # the VAE is back in its dtype
+
+
+def test_sdxl_clip_l_skip_applies_clip_skip_to_clip_l_only(families):
+    _, model = families["sdxl"]
+    text = TextOptions(clip_skip=2)
+    default = make_conditioner(model, GenerationOptions(text=text)).encode(["a cat"])[CROSSATTN]
+    plain = make_conditioner(model, GenerationOptions()).encode(["a cat"])[CROSSATTN]
+    assert torch.equal(default, plain)  # Clip skip is ignored by default
+    skipped = make_conditioner(model, GenerationOptions(text=TextOptions(clip_skip=1, sdxl_clip_l_skip=True)))
+    out = skipped.encode(["a cat"])[CROSSATTN]
+    assert not torch.allclose(out[..., :64], plain[..., :64])  # CLIP-L now reads its last layer
+    assert torch.equal(out[..., 64:], plain[..., 64:])  # bigG keeps its penultimate layer
+
+
+def test_sdxl_crop_setting_reaches_the_size_ids(families):
+    from modules.core.generation.passes import prepare_sampling
+
+    _, model = families["sdxl"]
+    _, _, unet = prepare_sampling(model, Txt2ImgRequest(**SMALL), GenerationOptions(sdxl_crop=(8, 16)), "Euler",
+                                  "Automatic", 3)
+    cond = make_conditioner(model, GenerationOptions()).encode(["a cat"])
+    ids = unet.sdxl.unet_kwargs(cond, torch.zeros(1, 4, 8, 8), torch.float32)["added_cond_kwargs"]["time_ids"]
+    assert ids.tolist() == [[64.0, 64.0, 8.0, 16.0, 64.0, 64.0]]
+
+
+@pytest.mark.parametrize("mode", ["first pass", "both passes"])
+def test_hires_refiner_pass_setting(xl_service, mode):
+    fields = dict(enable_hr=True, hr_scale=1.5, refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5)
+    second = _run(xl_service, **fields)
+    xl_service.settings.set("hires_fix_refiner_pass", mode, persist=False)
+    chosen = _run(xl_service, **fields)
+    assert f"Hires refiner: {mode}, Refiner: tiny-sdxl-refiner [" in chosen.infotexts[0]
+    assert "Hires refiner" not in second.infotexts[0]
+    assert np.abs(_pixels(chosen) - _pixels(second)).mean() > 1

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -93,6 +94,21 @@ class MemoryManager:
         gc.collect()
         if self.policy.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+@contextmanager
+def in_float32(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The module's weights in float32 for the duration, then back in their dtype (a VAE whose
+    half-precision decode gave NaNs decodes once more this way, as diffusers upcasts its VAE)."""
+    dtype = next(module.parameters()).dtype
+    if dtype == torch.float32:
+        yield module
+        return
+    module.to(dtype=torch.float32)
+    try:
+        yield module
+    finally:
+        module.to(dtype=dtype)
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:

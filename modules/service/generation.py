@@ -298,6 +298,8 @@ class GenerationService:
                 clip_skip=s("CLIP_stop_at_last_layers"),
                 emphasis=s("emphasis"),
                 comma_padding_backtrack=s("comma_padding_backtrack"),
+                refiner_aesthetic=(s("sdxl_refiner_high_aesthetic_score"), s("sdxl_refiner_low_aesthetic_score")),
+                sdxl_clip_l_skip=s("sdxl_clip_l_skip"),
             ),
             sampler=SamplerOptions(
                 eta_ancestral=s("eta_ancestral"), eta_ddim=s("eta_ddim"), s_churn=s("s_churn"), s_tmin=s("s_tmin"),
@@ -320,6 +322,9 @@ class GenerationService:
             img2img_background_color=s("img2img_background_color"),
             inpainting_mask_weight=s("inpainting_mask_weight"),
             hypernetwork=s("sd_hypernetwork"),
+            auto_vae_precision=s("auto_vae_precision"),
+            sdxl_crop=(s("sdxl_crop_top"), s("sdxl_crop_left")),
+            hires_refiner_pass=s("hires_fix_refiner_pass"),
             default_multiplier=s("extra_networks_default_multiplier"),
             old_prompt_timelines=s("use_old_scheduling"),
         )

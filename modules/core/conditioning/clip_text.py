@@ -44,6 +44,7 @@ class TextOptions:
     emphasis: str = "Original"
     comma_padding_backtrack: int = 20
     refiner_aesthetic: tuple[float, float] = (6.0, 2.5)  # sdxl_refiner_high/low_aesthetic_score
+    sdxl_clip_l_skip: bool = False  # sdxl_clip_l_skip: Clip skip acts on SDXL's CLIP-L (no LayerNorm)
 
 
 class ClipTextConditioner:
@@ -149,7 +150,10 @@ class ClipTextConditioner:
         skip = self.options.clip_skip if self.layer == "clip_skip" else 1
         if self.layer == "penultimate":
             outputs = self.encoder(input_ids=tokens, output_hidden_states=True)
-            return outputs.hidden_states[-2], getattr(outputs, "text_embeds", None)
+            # A1111's sdxl_clip_l_skip: "Clip skip" N picks hidden_states[-N] of CLIP-L (bigG keeps its layer).
+            use_skip = self.options.sdxl_clip_l_skip and self.embedding_key == "clip_l"
+            layer = -self.options.clip_skip if use_skip else -2
+            return outputs.hidden_states[layer], getattr(outputs, "text_embeds", None)
         if skip <= 1:
             return self.encoder(input_ids=tokens).last_hidden_state, None
         outputs = self.encoder(input_ids=tokens, output_hidden_states=True)

@@ -8,6 +8,7 @@ does. These helpers stack, join and index either kind, always along the batch ax
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import torch
@@ -73,17 +74,17 @@ def zeros_like(cond: Cond) -> Cond:
     return torch.zeros_like(cond)
 
 
+@dataclass(frozen=True)
 class SdxlConditioning:
     """What an SDXL U-Net takes beside the token embeddings (``a1111-compat.md`` §5.4): the pooled
     text vector, and the size ids ``original_size (h, w) + crop (top, left) + target_size (h, w)``
     (base) or ``original_size + crop + aesthetic score`` (refiner). Both sizes are the picture
     being sampled, read from the latent's shape, so a hires pass or an img2img crop gets its own."""
 
-    def __init__(self, refiner: bool, pooled_width: int, downscale: int, crop: tuple[int, int] = (0, 0)):
-        self.refiner = refiner
-        self.pooled_width = pooled_width
-        self.downscale = downscale
-        self.crop = crop
+    refiner: bool
+    pooled_width: int
+    downscale: int
+    crop: tuple[int, int] = (0, 0)  # (top, left): A1111's sdxl_crop_top / sdxl_crop_left
 
     def unet_kwargs(self, cond: dict[str, torch.Tensor], latent: torch.Tensor, dtype: torch.dtype) -> dict:
         vector = cond[VECTOR]

@@ -123,7 +123,7 @@ class HiresPass:
             pixels = None
         else:
             if pictures is None:
-                pictures = to_pixels(decode_to_pixels(model, latent))
+                pictures = to_pixels(decode_to_pixels(model, latent, self.options.auto_vae_precision))
             pictures = [resize_image(0, picture, target.width, target.height, self.request.hr_upscaler) for picture in pictures]
             pixels = image_tensor(pictures)
             upscaled = encode_images(model, pixels)

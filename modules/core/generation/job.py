@@ -8,6 +8,7 @@ supplies ``sample_batch``, which turns one batch's noise source and conditioning
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -20,6 +21,7 @@ from modules.core.conditioning.prompt_parser import extract_extra_networks, stri
 from modules.core.conditioning.scheduled import CondBatch, UncondBatch, encode_cond, encode_uncond
 from modules.core.conditioning.textual_inversion import EmbeddingLookup, TextualInversion
 from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
+from modules.core.devices import in_float32
 from modules.core.infotext import build_infotext, order_params
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.hypernetwork import applied as applied_hypernetworks
@@ -27,6 +29,8 @@ from modules.core.models.loader import StableDiffusionModel
 from modules.core.models.lora import LoraPatch, LoraSource, lora_calls
 from modules.core.rng import ImageRNG, fix_seed
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
+
+log = logging.getLogger("hanga")
 
 
 class NansError(RuntimeError):
@@ -61,6 +65,9 @@ class GenerationOptions:
     img2img_background_color: str = "#ffffff"  # img2img_background_color: under transparent pixels
     inpainting_mask_weight: float = 1.0  # inpainting_mask_weight ("Conditional mask weight")
     hypernetwork: str = "None"  # sd_hypernetwork: added to every prompt
+    auto_vae_precision: bool = True  # auto_vae_precision: a NaN half-precision decode is redone in float32
+    sdxl_crop: tuple[int, int] = (0, 0)  # sdxl_crop_top, sdxl_crop_left
+    hires_refiner_pass: str = "second pass"  # hires_fix_refiner_pass
     default_multiplier: float = 1.0  # extra_networks_default_multiplier
 
 
@@ -283,7 +290,7 @@ def run_job(
                 latent, stopped = sample_batch(batch)
             if options.nan_check and not stopped:
                 _check_for_nans(latent)
-            for offset, image in enumerate(decode_latents(batch.decoder or model, latent)):
+            for offset, image in enumerate(decode_latents(batch.decoder or model, latent, options.auto_vae_precision)):
                 if finish_image is not None:
                     image = finish_image(offset, image)
                 generated = _generated(image, number * size + offset, stopped, request, sampling, identity, options, result)
@@ -410,19 +417,27 @@ def encode_images(model: StableDiffusionModel, pixels: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor) -> torch.Tensor:
-    """Latents → VAE output in [-1, 1], one image at a time (peak memory of a single decode)."""
+def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor, upcast_on_nans: bool = True) -> torch.Tensor:
+    """Latents → VAE output in [-1, 1], one image at a time (peak memory of a single decode). A
+    half-precision decode that gives NaNs is done again in float32 (A1111's auto_vae_precision;
+    the SDXL VAE overflows in fp16)."""
     vae = model.vae
     rows = []
     for index in range(latent.shape[0]):
-        z = latent[index : index + 1].to(device=vae.device, dtype=vae.dtype)
-        rows.append(vae.decode(z * (1.0 / model.latent_scale_factor), return_dict=False)[0].float())
+        z = latent[index : index + 1] * (1.0 / model.latent_scale_factor)
+        out = vae.decode(z.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0].float()
+        if upcast_on_nans and vae.dtype != torch.float32 and torch.isnan(out).any():
+            log.warning("A tensor with NaNs was produced in the VAE; decoding this image again in 32-bit floats "
+                        "(--no-half-vae avoids the retry)")
+            with in_float32(vae):
+                out = vae.decode(z.to(device=vae.device, dtype=torch.float32), return_dict=False)[0].float()
+        rows.append(out)
     return torch.cat(rows)
 
 
 @torch.no_grad()
-def decode_latents(model: StableDiffusionModel, latent: torch.Tensor) -> list[Image.Image]:
-    return to_pixels(decode_to_pixels(model, latent))
+def decode_latents(model: StableDiffusionModel, latent: torch.Tensor, upcast_on_nans: bool = True) -> list[Image.Image]:
+    return to_pixels(decode_to_pixels(model, latent, upcast_on_nans))
 
 
 def infotext_params(

@@ -3,7 +3,7 @@ U-Net wrapper and the CFG denoiser over a batch's conditioning."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -27,7 +27,8 @@ def prepare_sampling(model: StableDiffusionModel, request: Txt2ImgRequest, optio
         raise InvalidRequest(
             steps_field, f"must be at least {options.sampler.uni_pc_order} with UniPC (its order setting); got {steps}"
         )
-    unet = (LCMDenoiser if sampler.consistency else UNetDenoiser)(model.unet, schedule, model.prediction_type, model.sdxl)
+    sdxl = None if model.sdxl is None else replace(model.sdxl, crop=options.sdxl_crop)
+    unet = (LCMDenoiser if sampler.consistency else UNetDenoiser)(model.unet, schedule, model.prediction_type, sdxl)
     return sampling, schedule, unet
 
 
@@ -59,9 +60,10 @@ class RefinerSwitch:
     ``prepare(model, latent_shape)`` → (U-Net wrapper, cond, uncond, image conditioning or None)."""
 
     def __init__(self, switch_at: float, load: Callable[[], StableDiffusionModel], prepare, title: str | None,
-                 batch: Batch, result: GenerationResult):
+                 batch: Batch, result: GenerationResult, extra: dict | None = None):
+        """``extra``: infotext pairs written with the switch, before "Refiner" ("Hires refiner")."""
         self.switch_at, self.load, self.prepare, self.title = switch_at, load, prepare, title
-        self.batch, self.result = batch, result
+        self.batch, self.result, self.extra = batch, result, extra or {}
         self.done = False
 
     def __call__(self, denoiser, x: torch.Tensor, sigma: torch.Tensor) -> None:
@@ -72,5 +74,6 @@ class RefinerSwitch:
         unet, cond, uncond, image_cond = self.prepare(model, x.shape)
         denoiser.switch_model(unet, cond.at, uncond.at, image_cond)
         self.batch.decoder = model
+        self.result.extra_generation_params.update(self.extra)
         self.result.extra_generation_params["Refiner"] = self.title
         self.result.extra_generation_params["Refiner switch at"] = self.switch_at

@@ -83,18 +83,28 @@ def run_txt2img(
             conditioning.rebind(first.conditioner)
         return current
 
-    def hires_pass() -> HiresPass:
+    def hires_pass(batch: Batch) -> HiresPass:
+        """The second pass on the hires checkpoint, else on whatever model ended the first pass
+        (the refiner, when it took over there)."""
         nonlocal hires
         has_hires_model = model_switch is not None and model_switch.hires is not None
-        current = model_switch.hires() if has_hires_model else first.model
+        current = model_switch.hires() if has_hires_model else (batch.decoder or first.model)
         if current is not hires.model:
             hires = HiresPass(current, request, options, make_conditioner(current, options, embeddings), result)
         return hires
 
     def refiner(batch: Batch, in_hires_pass: bool) -> RefinerSwitch | None:
-        """The refiner acts in the hires pass when there is one (A1111's default
-        ``hires_fix_refiner_pass``: "second pass"), otherwise in the first pass."""
-        if model_switch is None or model_switch.refiner is None or in_hires_pass != request.enable_hr:
+        """Without hires fix the refiner acts in the only pass; with it, in the pass(es) the
+        ``hires_fix_refiner_pass`` setting names (A1111's default: the second). One that took over
+        the first pass also runs the whole second pass (the model is already loaded)."""
+        if model_switch is None or model_switch.refiner is None:
+            return None
+        mode = options.hires_refiner_pass
+        if request.enable_hr:
+            wanted = mode == "both passes" or mode == ("second pass" if in_hires_pass else "first pass")
+        else:
+            wanted = not in_hires_pass
+        if not wanted or (in_hires_pass and batch.decoder is not None):
             return None
         span = batch.span
 
@@ -108,14 +118,17 @@ def run_txt2img(
             encoder = Conditioning(refined.conditioner, steps=conditioning.steps, old_timelines=options.old_prompt_timelines)
             return refined.unet, encoder.cond(result.all_prompts[span]), encoder.uncond(result.all_negative_prompts[span]), image_cond
 
-        return RefinerSwitch(request.refiner_switch_at, model_switch.refiner, prepare, model_switch.refiner_title, batch, result)
+        extra = {"Hires refiner": mode} if request.enable_hr and mode != "second pass" else {}
+        return RefinerSwitch(request.refiner_switch_at, model_switch.refiner, prepare, model_switch.refiner_title, batch,
+                             result, extra)
 
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         if first_pass_image is not None:
-            second = hires_pass()
+            refine = refiner(batch, in_hires_pass=True)
+            second = hires_pass(batch)
             batch.decoder = second.model
             return second.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds),
-                              before_step=refiner(batch, in_hires_pass=True))
+                              before_step=refine)
         x = batch.rng.next()
         denoiser = cfg_denoiser(first.unet, first.sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
                                 image_cond=image_conditioning(first.model, x.shape, None, None, 1.0),
@@ -125,12 +138,13 @@ def run_txt2img(
         if hires is None or stopped:
             return latent, stopped
         if model_switch is not None and model_switch.hires is not None and LATENT_UPSCALE_MODES.get(request.hr_upscaler) is None:
-            pictures, latent = to_pixels(decode_to_pixels(first.model, latent)), None  # decoded by the first model's VAE
+            pictures, latent = to_pixels(decode_to_pixels(batch.decoder or first.model, latent, options.auto_vae_precision)), None
         else:
             pictures = None
-        second = hires_pass()
+        refine = refiner(batch, in_hires_pass=True)  # before the pass below marks the batch as decoded by its model
+        second = hires_pass(batch)
         batch.decoder = second.model
-        return second.run(latent, batch, progress, pictures=pictures, before_step=refiner(batch, in_hires_pass=True))
+        return second.run(latent, batch, progress, pictures=pictures, before_step=refine)
 
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
