@@ -29,7 +29,7 @@ from modules.core.png_meta import pnginfo_for
 from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
-from modules.service.models import LoadedModel, ModelService
+from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
@@ -85,7 +85,7 @@ class GenerationService:
     def select_checkpoint(self, title: str) -> LoadedModel:
         """Load a checkpoint and make it the ``sd_model_checkpoint`` setting."""
         with self._gpu:
-            loaded = self.models.ensure_loaded(title)
+            loaded = self.models.ensure_loaded(title, self._residency(self.settings))
         self.settings.set("sd_model_checkpoint", loaded.info.title)
         return loaded
 
@@ -168,9 +168,14 @@ class GenerationService:
             write_text(self.paths.params_file, first.images[0].infotext)
         return JobOutcome(first, loaded, processed, started)
 
+    @staticmethod
+    def _residency(settings: Settings | SettingsView) -> Residency:
+        return Residency(limit=settings.get("sd_checkpoints_limit"), keep_in_cpu=settings.get("sd_checkpoints_keep_in_cpu"),
+                         cache=settings.get("sd_checkpoint_cache"))
+
     def _ready(self, checkpoint: str | None, settings: SettingsView) -> LoadedModel:
         """The checkpoint loaded, with the VAE the settings resolve to for it in place."""
-        loaded = self.models.ensure_loaded(checkpoint)
+        loaded = self.models.ensure_loaded(checkpoint, self._residency(settings))
         return self.models.ensure_vae(loaded, settings.get("sd_vae"), settings.get("sd_vae_overrides_per_model_preferences"),
                                       settings.get("sd_vae_as_default"))
 

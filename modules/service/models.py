@@ -1,8 +1,13 @@
-"""The checkpoint list and the one loaded model.
+"""The checkpoint list and the loaded model(s).
 
 Loading goes through the restricted loader (``core/safe_load.py``); a missing, corrupt, unsafe or
 unsupported file raises ``ModelLoadError`` with a message for the user, and the previous model
-stays usable only if loading never started (one model is held at a time, like A1111's default).
+stays usable only if loading never started.
+
+By default one model is held at a time (A1111's ``sd_checkpoints_limit`` 1). With a higher limit
+the models switched away from wait for their turn (in RAM with ``sd_checkpoints_keep_in_cpu``, else
+on the device) and come back without reading their file; ``sd_checkpoint_cache`` keeps copies of
+that many checkpoint files' tensors in RAM so loading one again skips the disk.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
+from collections import OrderedDict
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from modules.core.checkpoints import CheckpointInfo, discover, find
 from modules.core.devices import MemoryManager
@@ -44,6 +50,15 @@ class LoadedModel:
                              vae_hash=self.vae_hash)
 
 
+@dataclass(frozen=True)
+class Residency:
+    """How many models stay loaded and cached (A1111's settings of the same names)."""
+
+    limit: int = 1  # sd_checkpoints_limit: models loaded at once (the current one included)
+    keep_in_cpu: bool = True  # sd_checkpoints_keep_in_cpu: the waiting ones leave the device
+    cache: int = 0  # sd_checkpoint_cache: checkpoint files whose tensors stay in RAM
+
+
 class ModelService:
     def __init__(self, paths: Paths, memory: MemoryManager, hashes: HashCache, hashing: bool = True, allow_unsafe: bool = False,
                  vae_path: Path | None = None, vae_dirs: tuple[Path, ...] = ()):
@@ -57,6 +72,9 @@ class ModelService:
         self._lock = threading.RLock()
         self._checkpoints: list[CheckpointInfo] = []
         self._loaded: LoadedModel | None = None
+        self._waiting: list[LoadedModel] = []  # loaded earlier, most recently used last
+        self._file_cache: OrderedDict[tuple, dict] = OrderedDict()  # (path, mtime, size) → tensors
+        self.disk_reads = 0  # checkpoint files read from disk (the log and tests show the cache working)
         self.refresh()
 
     # -- the list -------------------------------------------------------------------------------
@@ -89,13 +107,34 @@ class ModelService:
     def loaded(self) -> LoadedModel | None:
         return self._loaded
 
-    def ensure_loaded(self, wanted: str | None) -> LoadedModel:
+    def ensure_loaded(self, wanted: str | None, residency: Residency = Residency()) -> LoadedModel:
         """The model for ``wanted`` (a title or alias; empty = current or first), loading if needed."""
         with self._lock:
             info = self._choose(wanted)
             if self._loaded is not None and self._loaded.info.path == info.path:
                 return self._loaded
-            return self._load(info)
+            waiting = next((loaded for loaded in self._waiting if loaded.info.path == info.path), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+            self._set_aside(residency)
+            if waiting is not None:
+                self.memory.place(*waiting.model.modules())
+                self._loaded = waiting
+                log.info("Model %s back from the loaded models", info.title)
+                return waiting
+            return self._load(info, residency)
+
+    def _set_aside(self, residency: Residency) -> None:
+        """Make room for another current model: the current one waits (limit > 1) or is released."""
+        current, self._loaded = self._loaded, None
+        if current is not None and residency.limit > 1:
+            if residency.keep_in_cpu:
+                self.memory.release(*current.model.modules())
+            self._waiting.append(current)
+        elif current is not None:
+            self.memory.release(*current.model.modules())
+        while len(self._waiting) > max(0, residency.limit - 1):
+            self.memory.release(*self._waiting.pop(0).model.modules())
 
     def _choose(self, wanted: str | None) -> CheckpointInfo:
         if wanted:
@@ -150,14 +189,36 @@ class ModelService:
             self._checkpoints = [info if c.path == info.path else c for c in self._checkpoints]
         return info
 
-    def _load(self, info: CheckpointInfo) -> LoadedModel:
+    def _read(self, path: Path, cache: int) -> dict:
+        """The file's tensors, from the RAM cache when it holds this version of the file. The cache
+        keeps its own copies: a loaded model takes the tensors it is given and changes some in place
+        (a VAE swap, LoRA merges)."""
+        stat = path.stat()
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        while len(self._file_cache) > cache:
+            self._file_cache.popitem(last=False)
+        cached = self._file_cache.get(key)
+        if cached is not None:
+            self._file_cache.move_to_end(key)
+            return {name: tensor.clone() for name, tensor in cached.items()}
+        state_dict = load_state_dict(path, allow_unsafe=self.allow_unsafe)
+        self.disk_reads += 1
+        if cache > 0:
+            for old in [k for k in self._file_cache if k[0] == path]:
+                del self._file_cache[old]
+            self._file_cache[key] = {name: tensor.clone() for name, tensor in state_dict.items()}
+            while len(self._file_cache) > cache:
+                self._file_cache.popitem(last=False)
+        return state_dict
+
+    def _load(self, info: CheckpointInfo, residency: Residency = Residency()) -> LoadedModel:
         started = time.perf_counter()
-        self.unload()
+        self._set_aside(residency)
         if not info.path.is_file():
             raise ModelLoadError(f"{info.path}: file not found (was it moved or deleted? press refresh)")
         info = self.hashed(info)
         try:
-            state_dict = load_state_dict(info.path, allow_unsafe=self.allow_unsafe)
+            state_dict = self._read(info.path, residency.cache)
             overrides = read_ldm_yaml(info.yaml) if info.yaml else None
             model = load_components(state_dict, self.paths.configs, overrides)
         except (UnsafeFileError, CorruptFileError, UnsupportedModelError) as error:
@@ -171,7 +232,10 @@ class ModelService:
         return self._loaded
 
     def unload(self) -> None:
+        """Release every loaded model (the current one and those waiting)."""
         with self._lock:
             if self._loaded is not None:
                 loaded, self._loaded = self._loaded, None
                 self.memory.release(*loaded.model.modules())
+            while self._waiting:
+                self.memory.release(*self._waiting.pop().model.modules())
