@@ -529,3 +529,16 @@ def test_hires_refiner_pass_setting(xl_service, mode):
     assert f"Hires refiner: {mode}, Refiner: tiny-sdxl-refiner [" in chosen.infotexts[0]
     assert "Hires refiner" not in second.infotexts[0]
     assert np.abs(_pixels(chosen) - _pixels(second)).mean() > 1
+
+
+def test_loading_creates_each_component_in_its_target_dtype(families):
+    from modules.core.devices import DevicePolicy
+
+    models, _ = families["sdxl"]
+    policy = DevicePolicy(torch.device("cpu"), torch.float16, torch.bfloat16, torch.float32)
+    loaded = load_components(to_ldm_state_dict(models), CONFIGS, policy=policy)
+    assert {p.dtype for p in loaded.unet.parameters()} == {torch.float16}
+    assert {p.dtype for p in loaded.text_encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in loaded.text_encoder_2.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in loaded.vae.parameters()} == {torch.float32}
+    assert torch.equal(loaded.unet.conv_in.weight, models.unet.conv_in.weight.half())

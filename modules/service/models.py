@@ -220,7 +220,7 @@ class ModelService:
         try:
             state_dict = self._read(info.path, residency.cache)
             overrides = read_ldm_yaml(info.yaml) if info.yaml else None
-            model = load_components(state_dict, self.paths.configs, overrides)
+            model = load_components(state_dict, self.paths.configs, overrides, self.memory.policy)
         except (UnsafeFileError, CorruptFileError, UnsupportedModelError) as error:
             raise ModelLoadError(str(error)) from error
         except (ValueError, KeyError, RuntimeError) as error:

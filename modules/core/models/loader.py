@@ -24,6 +24,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from modules.core.models.architecture import infer_clip_text_config, infer_unet_config, infer_vae_config
 from modules.core.models.family import Detected, detect_family
 from modules.core.conditioning.cond import SdxlConditioning
+from modules.core.devices import DevicePolicy
 from modules.core.models.ldm_config import LdmOverrides
 from modules.core.models.text_encoders import build_openclip_text
 from modules.core.models.weights import assign_weights
@@ -110,13 +111,13 @@ def _unet_config(sd: dict, standard: dict, overrides: LdmOverrides) -> dict:
     return config
 
 
-def _build_unet(sd: dict, config: dict) -> tuple[UNet2DConditionModel, dict[str, str]]:
+def _build_unet(sd: dict, config: dict, placement: tuple = (None, None)) -> tuple[UNet2DConditionModel, dict[str, str]]:
     """The U-Net, and each of its weighted modules' original (LDM) name: the converter moves the
     very tensor objects, so identity tells which checkpoint key became which parameter."""
     weights = convert_ldm_unet_checkpoint(sd, config)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(config)
-    assign_weights(unet, weights, "U-Net")
+    assign_weights(unet, weights, "U-Net", *placement)
     original = {id(tensor): key for key, tensor in sd.items() if key.startswith(_UNET_PREFIX)}
     names = {}
     for key, tensor in weights.items():
@@ -126,23 +127,24 @@ def _build_unet(sd: dict, config: dict) -> tuple[UNet2DConditionModel, dict[str,
     return unet, names
 
 
-def _build_vae(sd: dict, standard: dict, scale_factor: float) -> AutoencoderKL:
+def _build_vae(sd: dict, standard: dict, scale_factor: float, placement: tuple = (None, None)) -> AutoencoderKL:
     config = infer_vae_config(sd, standard)
     config["scaling_factor"] = scale_factor
     weights = convert_ldm_vae_checkpoint(sd, config)
     with init_empty_weights():
         vae = AutoencoderKL.from_config(config)
-    assign_weights(vae, weights, "VAE")
+    assign_weights(vae, weights, "VAE", *placement)
     return vae
 
 
-def _build_clip_text(sd: dict, standard: dict, prefix: str = _CLIP_PREFIX + "text_model.") -> CLIPTextModel:
+def _build_clip_text(sd: dict, standard: dict, prefix: str = _CLIP_PREFIX + "text_model.",
+                     placement: tuple = (None, None)) -> CLIPTextModel:
     config = CLIPTextConfig(**infer_clip_text_config(sd, standard, prefix))
     # transformers 5's CLIPTextModel has no ``text_model`` level: its keys start at ``embeddings.``.
     weights = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     with init_empty_weights():
         model = CLIPTextModel(config)
-    assign_weights(model, weights, "text encoder")
+    assign_weights(model, weights, "text encoder", *placement)
     return model
 
 
@@ -150,24 +152,25 @@ def _build_clip_text(sd: dict, standard: dict, prefix: str = _CLIP_PREFIX + "tex
 def is_v_prediction_sd2(unet: UNet2DConditionModel) -> bool:
     """A1111's test for SD2 768-v checkpoints (§6.1): at t=999 on a flat 0.5 latent with flat
     0.5 conditioning, a v-model's output sits far below its input (mean(out − x) < −1)."""
-    x = torch.full((1, 4, 8, 8), 0.5)
-    context = torch.full((1, 2, int(unet.config.cross_attention_dim)), 0.5)
-    out = unet(x, torch.tensor([999.0]), encoder_hidden_states=context, return_dict=False)[0]
-    return float((out - x).mean()) < -1.0
+    device, dtype = unet.device, unet.dtype
+    x = torch.full((1, 4, 8, 8), 0.5, device=device, dtype=dtype)
+    context = torch.full((1, 2, int(unet.config.cross_attention_dim)), 0.5, device=device, dtype=dtype)
+    out = unet(x, torch.tensor([999.0], device=device), encoder_hidden_states=context, return_dict=False)[0]
+    return float((out.float() - x.float()).mean()) < -1.0
 
 
-def _text_encoders(sd: dict, family: str, family_dir: Path):
+def _text_encoders(sd: dict, family: str, family_dir: Path, placement: tuple):
     """The family's text encoder(s): (first, second or None)."""
     if family == "sd1":
-        return _build_clip_text(sd, _read_json(family_dir / "text_encoder" / "config.json")), None
+        return _build_clip_text(sd, _read_json(family_dir / "text_encoder" / "config.json"), placement=placement), None
     if family == "sd2":
         standard = _read_json(family_dir / "text_encoder" / "config.json")
-        return build_openclip_text(sd, standard, _OPENCLIP_PREFIX, drop_last_layer=True), None
+        return build_openclip_text(sd, standard, _OPENCLIP_PREFIX, drop_last_layer=True, placement=placement), None
     bigg = _read_json(family_dir / "text_encoder_2" / "config.json")
     if family == "sdxl":
-        clip_l = _build_clip_text(sd, _read_json(family_dir / "text_encoder" / "config.json"), _SDXL_CLIP_PREFIX)
-        return clip_l, build_openclip_text(sd, bigg, _SDXL_BIGG_PREFIX, with_projection=True)
-    return build_openclip_text(sd, bigg, _REFINER_BIGG_PREFIX, with_projection=True), None
+        clip_l = _build_clip_text(sd, _read_json(family_dir / "text_encoder" / "config.json"), _SDXL_CLIP_PREFIX, placement)
+        return clip_l, build_openclip_text(sd, bigg, _SDXL_BIGG_PREFIX, with_projection=True, placement=placement)
+    return build_openclip_text(sd, bigg, _REFINER_BIGG_PREFIX, with_projection=True, placement=placement), None
 
 
 def _sdxl_time_embedding(config: dict, pooled_width: int, size_ids: int) -> None:
@@ -179,8 +182,14 @@ def _sdxl_time_embedding(config: dict, pooled_width: int, size_ids: int) -> None
     config["addition_time_embed_dim"] = (total - pooled_width) // size_ids
 
 
-def load_components(sd: Mapping[str, torch.Tensor], configs: Path, overrides: LdmOverrides | None = None) -> StableDiffusionModel:
-    """Build a model from an already loaded (trusted-format) state dict."""
+def load_components(sd: Mapping[str, torch.Tensor], configs: Path, overrides: LdmOverrides | None = None,
+                    policy: DevicePolicy | None = None) -> StableDiffusionModel:
+    """Build a model from an already loaded (trusted-format) state dict. With a ``policy`` each
+    component is created on its device in its dtype (no full-precision copy on the way); without,
+    the tensors are taken as the file has them."""
+    def placement(dtype_name: str) -> tuple:
+        return (None, None) if policy is None else (policy.device, getattr(policy, dtype_name))
+
     overrides = overrides or LdmOverrides()
     sd = _without_ema(normalize_keys(sd))
     detected = detect_family(sd)
@@ -193,14 +202,14 @@ def load_components(sd: Mapping[str, torch.Tensor], configs: Path, overrides: Ld
     info = _read_json(family_dir / "model.json")
     schedule = _read_json(family_dir / "scheduler" / "scheduler_config.json")
     scale = overrides.latent_scale_factor or info["latent_scale_factor"]
-    text_encoder, text_encoder_2 = _text_encoders(sd, family, family_dir)
+    text_encoder, text_encoder_2 = _text_encoders(sd, family, family_dir, placement("text_encoder_dtype"))
     unet_config = _unet_config(sd, _read_json(family_dir / "unet" / "config.json"), overrides)
     sdxl = None
     if family in ("sdxl", "sdxl-refiner"):
         pooled = (text_encoder_2 or text_encoder).config.projection_dim
         _sdxl_time_embedding(unet_config, int(pooled), int(info["size_ids"]))
-    unet, unet_ldm_names = _build_unet(sd, unet_config)
-    vae = _build_vae(sd, _read_json(family_dir / "vae" / "config.json"), scale)
+    unet, unet_ldm_names = _build_unet(sd, unet_config, placement("unet_dtype"))
+    vae = _build_vae(sd, _read_json(family_dir / "vae" / "config.json"), scale, placement("vae_dtype"))
     downscale = 2 ** (len(vae.config.block_out_channels) - 1)
     if family in ("sdxl", "sdxl-refiner"):
         sdxl = SdxlConditioning(refiner=family == "sdxl-refiner", pooled_width=int(pooled), downscale=downscale)

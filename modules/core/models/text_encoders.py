@@ -85,7 +85,7 @@ def infer_openclip_config(sd: StateDict, standard: dict, prefix: str, layers: in
 
 
 def build_openclip_text(sd: StateDict, standard: dict, prefix: str, *, drop_last_layer: bool = False,
-                        with_projection: bool = False) -> CLIPTextModel | CLIPTextModelWithProjection:
+                        with_projection: bool = False, placement: tuple = (None, None)) -> CLIPTextModel | CLIPTextModelWithProjection:
     """An OpenCLIP text tower as a CLIP text model. SD2 reads only the penultimate layer, so its
     last block is left out (``drop_last_layer``); SDXL's bigG keeps it for the pooled vector
     (``with_projection``)."""
@@ -101,5 +101,5 @@ def build_openclip_text(sd: StateDict, standard: dict, prefix: str, *, drop_last
         weights.pop("text_projection.weight", None)
         with init_empty_weights():
             model = CLIPTextModel(config)
-    assign_weights(model, weights, "text encoder")
+    assign_weights(model, weights, "text encoder", *placement)
     return model
