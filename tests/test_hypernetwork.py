@@ -124,3 +124,21 @@ def test_unknown_or_broken_hypernetworks_are_clear_errors(with_style, data_dir):
     (data_dir / "models" / "hypernetworks" / "broken.pt").write_bytes(b"not a pickle")
     with pytest.raises(InvalidRequest, match="broken"):
         generate(with_style, "a cat <hypernet:broken:1>")
+
+
+def test_a_hires_pass_on_another_checkpoint_gets_the_hypernetwork_too(with_style, data_dir):
+    import shutil
+    from dataclasses import replace
+
+    service = with_style
+    folder = data_dir / "models" / "Stable-diffusion"
+    shutil.copy(folder / "tiny-sd1.safetensors", folder / "copy.safetensors")
+    service.models.refresh()
+    hires = replace(REQUEST, prompt="a red cat<hypernet:style:1>", enable_hr=True, hr_scale=1.5, denoising_strength=0.6,
+                    hr_upscaler="Lanczos")
+    same = service.txt2img(hires, save_images=False, override_settings={"sd_model_checkpoint": "tiny-sd1"}).result
+    other = service.txt2img(replace(hires, hr_checkpoint_name="copy"), save_images=False,
+                            override_settings={"sd_model_checkpoint": "tiny-sd1"}).result
+    assert np.array_equal(np.asarray(same.images[0].image), np.asarray(other.images[0].image))
+    unet = service.models.loaded.model.unet
+    assert not any(isinstance(p, HypernetworkAttnProcessor) for p in unet.attn_processors.values())

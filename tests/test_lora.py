@@ -135,3 +135,22 @@ def test_a_missing_lora_is_a_clear_error_and_changes_nothing(with_lora):
     if before is not None:
         after = unet_state(service)
         assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_a_hires_pass_on_another_checkpoint_gets_the_lora_too(with_lora, data_dir):
+    """The networks follow the model: a hires checkpoint that is a copy of the first one gives the
+    same picture as hires fix on the same checkpoint, with the LoRA on or off."""
+    import shutil
+    from dataclasses import replace
+
+    service, _ = with_lora
+    folder = data_dir / "models" / "Stable-diffusion"
+    shutil.copy(folder / "tiny-sd1.safetensors", folder / "copy.safetensors")
+    service.models.refresh()
+    hires = replace(REQUEST, enable_hr=True, hr_scale=1.5, denoising_strength=0.6, hr_upscaler="Lanczos")
+    for prompt in ("a red cat <lora:detail:1>", "a red cat"):
+        same = service.txt2img(replace(hires, prompt=prompt), save_images=False,
+                               override_settings={"sd_model_checkpoint": "tiny-sd1"}).result
+        other = service.txt2img(replace(hires, prompt=prompt, hr_checkpoint_name="copy"), save_images=False,
+                                override_settings={"sd_model_checkpoint": "tiny-sd1"}).result
+        assert np.array_equal(np.asarray(same.images[0].image), np.asarray(other.images[0].image)), prompt

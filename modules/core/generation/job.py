@@ -9,6 +9,7 @@ supplies ``sample_batch``, which turns one batch's noise source and conditioning
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -193,6 +194,9 @@ class Batch:
     cond: CondBatch
     uncond: UncondBatch
     decoder: StableDiffusionModel | None = None  # set by a pass that ran on another checkpoint
+    # A pass that switches to another checkpoint calls this with it: the batch's LoRAs and
+    # hypernetworks then act on that model too (A1111's networks follow the loaded model).
+    enter_model: Callable[[StableDiffusionModel], None] = lambda model: None
 
 
 SampleBatch = Callable[[Batch], tuple[torch.Tensor, bool]]  # → (latents, stopped early)
@@ -264,7 +268,7 @@ def run_job(
     if hypernetworks is not None:
         _add_hypernetwork_setting(result, options, hypernetworks)
     latent_w, latent_h = latent_size
-    patch = LoraPatch()
+    merger = LoraMerger(loras, result) if loras is not None else None
     try:
         for number in range(request.n_iter):
             if progress.interrupted():
@@ -272,21 +276,28 @@ def run_job(
             span = slice(number * size, (number + 1) * size)
             if before_batch is not None:
                 model = before_batch()
-            if loras is not None:
-                _merge_loras(model, result.all_prompts[span][0], loras, patch, result)
-            batch = Batch(
-                number=number,
-                span=span,
-                rng=batch_rng(model, request, options, result.all_seeds[span], result.all_subseeds[span],
-                              (model.latent_channels, latent_h, latent_w)),
-                cond=conditioning.cond(result.all_prompts[span]),
-                uncond=conditioning.uncond(result.all_negative_prompts[span]),
-            )
-            progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
-            if "TI hashes" in result.extra_generation_params:  # its place is reserved by the job (A1111's order)
-                result.extra_generation_params["TI hashes"] = conditioning.ti_hashes()
+            if merger is not None:
+                merger.for_batch(model, result.all_prompts[span][0])
             active = _active_hypernetworks(result.all_prompts[span], hypernetworks, result) if hypernetworks else []
-            with applied_hypernetworks(model.unet, active):
+            with ExitStack() as networks:
+                def enter_model(other: StableDiffusionModel, active=active, networks=networks) -> None:
+                    if merger is not None:
+                        merger.follow(other, required=False)
+                    networks.enter_context(applied_hypernetworks(other.unet, active))
+
+                networks.enter_context(applied_hypernetworks(model.unet, active))
+                batch = Batch(
+                    number=number,
+                    span=span,
+                    rng=batch_rng(model, request, options, result.all_seeds[span], result.all_subseeds[span],
+                                  (model.latent_channels, latent_h, latent_w)),
+                    cond=conditioning.cond(result.all_prompts[span]),
+                    uncond=conditioning.uncond(result.all_negative_prompts[span]),
+                    enter_model=enter_model,
+                )
+                progress.start_batch(number, request.n_iter, request.steps if progress_steps is None else progress_steps)
+                if "TI hashes" in result.extra_generation_params:  # its place is reserved by the job (A1111's order)
+                    result.extra_generation_params["TI hashes"] = conditioning.ti_hashes()
                 latent, stopped = sample_batch(batch)
             if options.nan_check and not stopped:
                 _check_for_nans(latent)
@@ -297,7 +308,8 @@ def run_job(
                 result.images.append(generated)
                 on_image(generated)
     finally:
-        patch.restore()
+        if merger is not None:
+            merger.patch.restore()
     result.interrupted = progress.interrupted()
     return result
 
@@ -318,33 +330,53 @@ def _generated(image: Image.Image, index: int, stopped: bool, request: Txt2ImgRe
     )
 
 
-def _merge_loras(model: StableDiffusionModel, prompt: str, source: LoraSource, patch: LoraPatch,
-                 result: GenerationResult) -> None:
-    """Merge the LoRAs the batch's first prompt names (A1111 reads a batch's networks from it),
-    unless exactly those are merged already; "Lora hashes" records them."""
-    try:
-        wanted = tuple(lora_calls(extract_extra_networks(prompt)[1]))
-    except ValueError:
-        raise InvalidRequest("prompt", "a <lora:name:multiplier> multiplier must be a number") from None
-    if wanted == patch.active and patch.model is model:
-        return
-    patch.restore()
-    patch.model = model
-    hashes = []
-    for name, te, unet in wanted:
-        lora = source.load(name, model)
-        if lora is None:
-            raise InvalidRequest("prompt", f"LoRA {name!r} not found")
-        patch.merge(model.text_encoder, lora.text_encoder, te)
-        if model.text_encoder_2 is not None:
-            patch.merge(model.text_encoder_2, lora.text_encoder_2, te)
-        patch.merge(model.unet, lora.unet, unet)
-        short = source.short_hash(name)
-        if short:
-            hashes.append(f"{name}: {short}")
-    patch.active = wanted
-    if hashes and "Lora hashes" in result.extra_generation_params:
-        result.extra_generation_params["Lora hashes"] = ", ".join(hashes)
+class LoraMerger:
+    """A job's LoRAs: the ones the batch's first prompt names (A1111 reads a batch's networks from
+    it) are merged into every model the batch runs on, and taken out exactly at the end of the job.
+    "Lora hashes" records them."""
+
+    def __init__(self, source: LoraSource, result: GenerationResult):
+        self.source, self.result = source, result
+        self.patch = LoraPatch()
+        self.wanted: tuple = ()
+        self.models: list[StableDiffusionModel] = []  # the models the wanted LoRAs are merged into
+
+    def for_batch(self, model: StableDiffusionModel, prompt: str) -> None:
+        try:
+            wanted = tuple(lora_calls(extract_extra_networks(prompt)[1]))
+        except ValueError:
+            raise InvalidRequest("prompt", "a <lora:name:multiplier> multiplier must be a number") from None
+        if wanted != self.wanted:
+            self.patch.restore()
+            self.wanted, self.models = wanted, []
+        self.follow(model)
+
+    def follow(self, model: StableDiffusionModel, required: bool = True) -> None:
+        """Merge the wanted LoRAs into ``model`` unless they are in it already. A model they do not
+        fit (a refiner of another architecture) is left as it is unless ``required``."""
+        if any(merged is model for merged in self.models):
+            return
+        self.models.append(model)
+        hashes = []
+        for name, te, unet in self.wanted:
+            try:
+                lora = self.source.load(name, model)
+            except InvalidRequest:
+                if required:
+                    raise
+                log.info("LoRA %s does not fit %s; not applied to it", name, model.family.label)
+                continue
+            if lora is None:
+                raise InvalidRequest("prompt", f"LoRA {name!r} not found")
+            self.patch.merge(model.text_encoder, lora.text_encoder, te)
+            if model.text_encoder_2 is not None:
+                self.patch.merge(model.text_encoder_2, lora.text_encoder_2, te)
+            self.patch.merge(model.unet, lora.unet, unet)
+            short = self.source.short_hash(name)
+            if short:
+                hashes.append(f"{name}: {short}")
+        if required and hashes and "Lora hashes" in self.result.extra_generation_params:
+            self.result.extra_generation_params["Lora hashes"] = ", ".join(hashes)
 
 
 def reserve_network_keys(extra: dict) -> None:

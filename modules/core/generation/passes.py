@@ -71,6 +71,7 @@ class RefinerSwitch:
             return
         self.done = True
         model = self.load()
+        self.batch.enter_model(model)
         unet, cond, uncond, image_cond = self.prepare(model, x.shape)
         denoiser.switch_model(unet, cond.at, uncond.at, image_cond)
         self.batch.decoder = model

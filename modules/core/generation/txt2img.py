@@ -89,6 +89,8 @@ def run_txt2img(
         nonlocal hires
         has_hires_model = model_switch is not None and model_switch.hires is not None
         current = model_switch.hires() if has_hires_model else (batch.decoder or first.model)
+        if has_hires_model:
+            batch.enter_model(current)
         if current is not hires.model:
             hires = HiresPass(current, request, options, make_conditioner(current, options, embeddings), result)
         return hires

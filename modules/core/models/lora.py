@@ -130,8 +130,6 @@ class LoraPatch:
 
     def __init__(self):
         self._originals: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
-        self.active: tuple = ()  # what is merged: (name, te, unet) per LoRA
-        self.model: object = None  # the model it is merged into
 
     @torch.no_grad()
     def merge(self, model: torch.nn.Module, modules: Mapping[str, LoraModule], multiplier: float) -> None:
@@ -153,7 +151,6 @@ class LoraPatch:
         for weight, original in self._originals.values():
             weight.copy_(original)
         self._originals.clear()
-        self.active = ()
 
 
 class LoraSource(Protocol):
