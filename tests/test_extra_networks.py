@@ -3,6 +3,7 @@ files in the data folders, the 🎴 panel in both tabs, and a click putting a ta
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import gradio as gr
@@ -120,7 +121,13 @@ def test_both_tabs_have_the_panel_and_a_card_click_fills_the_prompt(networks):
     assert value[0][0].getpixel((5, 5)) == (200, 30, 30)  # the preview, not the placeholder
     value, tags = extra_networks_ui.shown_cards(networks, "lora", "", thumbnails)
     assert value[1][0] is thumbnails.placeholder()
-    assert extra_networks_ui.card_click(networks, "lora", tags, 0, "a cat") == "a cat <lora:pixelart:1>"
+    assert extra_networks_ui.card_click(networks, "lora", tags, 0, "a cat")[0] == "a cat <lora:pixelart:1>"
+    # a LoRA goes into the prompt even while the negative prompt has the focus; an embedding follows the focus
+    assert extra_networks_ui.card_click(networks, "lora", tags, 0, "a cat", "ugly", True)[0] == "a cat <lora:pixelart:1>"
+    prompt, negative = extra_networks_ui.card_click(networks, "textual_inversion", ["bad-hands"], 0, "a cat", "ugly", True)
+    assert negative == "ugly bad-hands" and prompt == gr.update()
+    prompt, negative = extra_networks_ui.card_click(networks, "textual_inversion", ["bad-hands"], 0, "a cat", "ugly", False)
+    assert prompt == "a cat bad-hands" and negative == gr.update()
 
 
 def test_checkpoint_card_selects_the_checkpoint(networks):
@@ -144,6 +151,9 @@ def test_browser_lora_card_click_puts_the_tag_into_the_prompt(tmp_path, tiny_che
     shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
     (data / "models" / "Lora").mkdir(parents=True)
     save_file({"x": torch.zeros(1)}, data / "models" / "Lora" / "detail.safetensors")
+    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "second.safetensors")
+    (data / "embeddings").mkdir(parents=True)
+    torch.save({"string_to_param": {"*": torch.zeros(1, 64)}, "name": "bad-hands"}, data / "embeddings" / "bad-hands.pt")
     server = Server(data)
     try:
         with sync_playwright() as playwright:
@@ -159,6 +169,17 @@ def test_browser_lora_card_click_puts_the_tag_into_the_prompt(tmp_path, tiny_che
             expect(prompt).to_have_value("a cat <lora:detail:1>", timeout=10_000)
             card.click()  # a second click takes it out again
             expect(prompt).to_have_value("a cat", timeout=10_000)
+            # an embedding card goes into the negative prompt while that box has the focus
+            page.click("#txt2img_neg_prompt textarea")
+            page.locator("#txt2img_extra_tabs button[role=tab]", has_text="Textual Inversion").click()
+            page.locator("#txt2img_textual_inversion_cards button.thumbnail-item").first.click()
+            expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("bad-hands", timeout=10_000)
+            expect(prompt).to_have_value("a cat")
+            # a checkpoint card loads it, and the quicksettings dropdown follows
+            page.locator("#txt2img_extra_tabs button[role=tab]", has_text="Checkpoints").click()
+            page.locator("#txt2img_checkpoints_cards button.thumbnail-item", has_text="second").click()
+            expect(page.locator("#setting_sd_model_checkpoint input")).to_have_value(
+                re.compile(r"^second\.safetensors"), timeout=20_000)
             browser.close()
     finally:
         server.stop()

@@ -25,7 +25,7 @@ def _notice(service: GenerationService) -> str:
     return f"**No checkpoint found.** {service.models.folder_hint()}"
 
 
-def _quicksettings(service: GenerationService) -> gr.Markdown:
+def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown]:
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(
             choices=service.models.titles(), value=service.current_checkpoint_title() or None,
@@ -50,7 +50,17 @@ def _quicksettings(service: GenerationService) -> gr.Markdown:
 
     checkpoint.input(select, checkpoint, checkpoint, concurrency_id="gpu")
     refresh.click(rescan, None, [checkpoint, notice], queue=False)
-    return notice
+    return notice, checkpoint
+
+
+def _follow_checkpoint_cards(service: GenerationService, checkpoint: gr.Dropdown, *tabs) -> None:
+    """A checkpoint card loads its checkpoint; the quicksettings dropdown then shows it."""
+    def current():
+        return gr.Dropdown(choices=service.models.titles(), value=service.current_checkpoint_title() or None)
+
+    for tab in tabs:
+        tab.extra_networks.pages["checkpoints"].clicked.then(current, None, checkpoint, queue=False,
+                                                             show_progress="hidden")
 
 
 def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_tab.Txt2ImgTab,
@@ -85,7 +95,7 @@ def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_ta
 
 def build_ui(service: GenerationService) -> gr.Blocks:
     with gr.Blocks(title="Hanga", analytics_enabled=False) as demo:
-        _quicksettings(service)
+        _, checkpoint = _quicksettings(service)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = txt2img_tab.build(service)
@@ -98,4 +108,5 @@ def build_ui(service: GenerationService) -> gr.Blocks:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build(service.settings)
         _wire_send_to(service, tabs, txt2img, img2img, pnginfo)
+        _follow_checkpoint_cards(service, checkpoint, txt2img, img2img)
     return demo

@@ -1,6 +1,7 @@
 """🎴 Extra networks: the button under the prompt row that shows A1111's card pages (Textual
 Inversion, Hypernetworks, Checkpoints, Lora). A click on a card puts its tag into the prompt (or
-takes it out again); a checkpoint card loads that checkpoint. The listing is the service's."""
+takes it out again); a textual-inversion card goes into whichever prompt box was last focused (the
+negative one too, as in A1111); a checkpoint card loads that checkpoint. The listing is the service's."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class PageControls:
     refresh: gr.Button
     gallery: gr.Gallery
     shown: gr.State  # the tags of the cards in the gallery, in order
+    clicked: object = None  # the gallery's select event (app.py chains the quicksettings update to it)
 
 
 @dataclass
@@ -74,20 +76,26 @@ def shown_cards(service: GenerationService, page: str, query: str, thumbnails: T
     return [(thumbnails.of(card), caption(card)) for card in cards], [card.tag for card in cards]
 
 
-def card_click(service: GenerationService, page: str, tags: list[str], index: int, prompt: str):
-    """The new prompt after a click on card ``index`` (a checkpoint card loads it instead)."""
+def card_click(service: GenerationService, page: str, tags: list[str], index: int, prompt: str,
+               negative: str = "", negative_active: bool = False):
+    """The new (prompt, negative prompt) after a click on card ``index``: the tag is toggled in the
+    prompt, or in the negative prompt for a textual inversion while that box was the last focused.
+    A checkpoint card loads the checkpoint instead."""
     if index is None or not 0 <= index < len(tags):
-        return gr.update()
+        return gr.update(), gr.update()
     if page == "checkpoints":
         try:
             service.select_checkpoint(tags[index])
         except ModelLoadError as error:
             gr.Warning(str(error))
-        return gr.update()
-    return toggle_tag(prompt, tags[index])
+        return gr.update(), gr.update()
+    if page == "textual_inversion" and negative_active:
+        return gr.update(), toggle_tag(negative, tags[index])
+    return toggle_tag(prompt, tags[index]), gr.update()
 
 
-def build(service: GenerationService, tab_name: str, prompt_box: gr.Textbox) -> ExtraNetworksUI:
+def build(service: GenerationService, tab_name: str, prompt_box: gr.Textbox,
+          negative_box: gr.Textbox | None = None) -> ExtraNetworksUI:
     thumbnails = Thumbnails()
     toggle = gr.Button("🎴", elem_id=f"{tab_name}_extra_networks", elem_classes=["tool"], scale=0, min_width=48)
     is_open = gr.State(False)
@@ -103,12 +111,18 @@ def build(service: GenerationService, tab_name: str, prompt_box: gr.Textbox) -> 
                     gallery = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
                                          object_fit="cover", interactive=False, elem_id=f"{tab_name}_{page}_cards")
                     pages[page] = PageControls(page, search, refresh, gallery, gr.State([]))
-    _wire(service, toggle, is_open, panel, pages, prompt_box, thumbnails)
+    negative_active = gr.State(False)  # the negative prompt box was the last one focused
+    if negative_box is not None:
+        prompt_box.focus(lambda: False, None, negative_active, queue=False, show_progress="hidden")
+        negative_box.focus(lambda: True, None, negative_active, queue=False, show_progress="hidden")
+    boxes = (prompt_box, negative_box if negative_box is not None else gr.State(""), negative_active)
+    _wire(service, toggle, is_open, panel, pages, boxes, thumbnails)
     return ExtraNetworksUI(toggle, panel, pages)
 
 
 def _wire(service: GenerationService, toggle: gr.Button, is_open: gr.State, panel: gr.Column,
-          pages: dict[str, PageControls], prompt_box: gr.Textbox, thumbnails: Thumbnails) -> None:
+          pages: dict[str, PageControls], boxes: tuple, thumbnails: Thumbnails) -> None:
+    prompt_box, negative_box, negative_active = boxes
     every_page = [output for controls in pages.values() for output in (controls.gallery, controls.shown)]
     searches = [controls.search for controls in pages.values()]
 
@@ -131,12 +145,13 @@ def _wire(service: GenerationService, toggle: gr.Button, is_open: gr.State, pane
                 service.models.refresh()
             return shown_cards(service, page, query, thumbnails)
 
-        def clicked(tags: list[str], prompt: str, event: gr.SelectData, page=page):
-            return card_click(service, page, tags, event.index, prompt)
+        def clicked(tags: list[str], prompt: str, negative: str, on_negative: bool, event: gr.SelectData, page=page):
+            return card_click(service, page, tags, event.index, prompt, negative, on_negative)
 
         outputs = [controls.gallery, controls.shown]
         controls.search.input(fill, controls.search, outputs, queue=False, show_progress="hidden",
                               trigger_mode="always_last")
         controls.refresh.click(rescan, controls.search, outputs, queue=False, show_progress="hidden")
-        controls.gallery.select(clicked, [controls.shown, prompt_box], prompt_box, show_progress="hidden",
-                                **({"concurrency_id": "gpu"} if page == "checkpoints" else {"queue": False}))
+        controls.clicked = controls.gallery.select(
+            clicked, [controls.shown, prompt_box, negative_box, negative_active], [prompt_box, negative_box],
+            show_progress="hidden", **({"concurrency_id": "gpu"} if page == "checkpoints" else {"queue": False}))

@@ -141,6 +141,7 @@ def img2img_request(chosen: dict, mode: int, pictures, upload_mask, mask_alpha: 
 @dataclass
 class Img2ImgTab:
     controls: FormControls
+    extra_networks: extra_networks_ui.ExtraNetworksUI
     panel: OutputPanel
     scripts: scripts_ui.ScriptControls
     sub_tabs: gr.Tabs
@@ -276,7 +277,7 @@ def _wire_preview(pictures: list, mode: gr.State, sizes: gr.State, scale: gr.Sli
 def build(service: GenerationService) -> Img2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB, interrogate=True)
-    extra_networks_ui.build(service, TAB, fields["prompt"])
+    extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     mode, scale_tab, sizes = gr.State(IMG2IMG), gr.State(0), gr.State({})
     with gr.Row():
         with gr.Column(scale=1):
@@ -342,5 +343,5 @@ def build(service: GenerationService) -> Img2ImgTab:
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]
     row.generate.click(run, inputs, panel.outputs(), concurrency_id="gpu")
     fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_id="gpu")
-    return Img2ImgTab(controls, panel, scripts, parts["sub_tabs"], mode, parts["init_img"], parts["inpaint"],
+    return Img2ImgTab(controls, extra_networks, panel, scripts, parts["sub_tabs"], mode, parts["init_img"], parts["inpaint"],
                       inpaint_group, mask_alpha, sizes, scale, preview)

@@ -28,6 +28,7 @@ TAB = "txt2img"
 @dataclass
 class Txt2ImgTab:
     controls: FormControls
+    extra_networks: extra_networks_ui.ExtraNetworksUI
     panel: OutputPanel
     scripts: scripts_ui.ScriptControls
 
@@ -102,7 +103,7 @@ def _wire_hires(fields: dict, accordion: gr.Accordion, resolution: gr.HTML) -> N
 def build(service: GenerationService) -> Txt2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB)
-    extra_networks_ui.build(service, TAB, fields["prompt"])
+    extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     with gr.Row():
         with gr.Column(scale=1):
             sampler_controls(fields, TAB)
@@ -161,7 +162,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
 
     panel.upscale.click(upscale, [panel.gallery, panel.selected, panel.generation, *inputs], panel.outputs(),
                         concurrency_id="gpu")
-    return Txt2ImgTab(controls, panel, scripts)
+    return Txt2ImgTab(controls, extra_networks, panel, scripts)
 
 
 def replace_gallery_item(gallery_value: list, index: int, state: dict, outcome) -> tuple[list, str, dict, int]:
