@@ -154,3 +154,48 @@ def test_a_hires_pass_on_another_checkpoint_gets_the_lora_too(with_lora, data_di
         other = service.txt2img(replace(hires, prompt=prompt, hr_checkpoint_name="copy"), save_images=False,
                                 override_settings={"sd_model_checkpoint": "tiny-sd1"}).result
         assert np.array_equal(np.asarray(same.images[0].image), np.asarray(other.images[0].image)), prompt
+
+
+def _module(models, path):
+    return dict(models.unet.named_modules())[path]
+
+
+def test_loha_lokr_and_full_diff_follow_a1111s_formulas():
+    """LyCORIS types on a linear layer and a 3×3 convolution, against the formulas written out
+    element by element (Hadamard product of two low-rank products; Kronecker product)."""
+    models = build_tiny_sd1(seed=0)
+    g = torch.Generator().manual_seed(3)
+    linear = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"  # 32 × 32
+    conv = "down_blocks.0.resnets.0.conv1"  # 32 × 32 × 3 × 3
+    key = {path: "lora_unet_" + path.replace(".", "_") for path in (linear, conv)}
+    r = 2
+    weights = {  # LoHa on the linear layer
+        f"{key[linear]}.hada_w1_a": torch.randn(32, r, generator=g), f"{key[linear]}.hada_w1_b": torch.randn(r, 32, generator=g),
+        f"{key[linear]}.hada_w2_a": torch.randn(32, r, generator=g), f"{key[linear]}.hada_w2_b": torch.randn(r, 32, generator=g),
+        f"{key[linear]}.alpha": torch.tensor(1.0),
+        # LoKr on the convolution: w1 whole (4 × 4), w2 as a product (8 × r)(r × 8·9)
+        f"{key[conv]}.lokr_w1": torch.randn(4, 4, generator=g),
+        f"{key[conv]}.lokr_w2_a": torch.randn(8, r, generator=g), f"{key[conv]}.lokr_w2_b": torch.randn(r, 8 * 9, generator=g),
+        f"{key[conv]}.alpha": torch.tensor(4.0),
+    }
+    lora = parse_lora(weights, "lyco", models.unet, models.text_encoder)
+    assert {lora.unet[linear].kind, lora.unet[conv].kind} == {"loha", "lokr"}
+    p = lambda path, name: weights[f"{key[path]}.{name}"]  # noqa: E731
+    expected_loha = (p(linear, "hada_w1_a") @ p(linear, "hada_w1_b")) * (p(linear, "hada_w2_a") @ p(linear, "hada_w2_b")) * (1.0 / r)
+    w2 = (p(conv, "lokr_w2_a") @ p(conv, "lokr_w2_b")).reshape(8, 8, 3, 3)
+    w1 = p(conv, "lokr_w1")
+    expected_lokr = torch.zeros(32, 32, 3, 3)
+    for i in range(4):
+        for j in range(4):
+            expected_lokr[i * 8:(i + 1) * 8, j * 8:(j + 1) * 8] = w1[i, j] * w2
+    expected_lokr *= 4.0 / r
+    before = {path: _module(models, path).weight.detach().clone() for path in (linear, conv)}
+    patch = LoraPatch()
+    patch.merge(models.unet, lora.unet, 0.5)
+    torch.testing.assert_close(_module(models, linear).weight, before[linear] + 0.5 * expected_loha)
+    torch.testing.assert_close(_module(models, conv).weight, before[conv] + 0.5 * expected_lokr)
+    patch.restore()
+    assert all(torch.equal(_module(models, path).weight, before[path]) for path in before)
+    diff = torch.randn(32, 32, generator=g)
+    full = parse_lora({f"{key[linear]}.diff": diff}, "full", models.unet, models.text_encoder)
+    assert full.unet[linear].kind == "full" and torch.equal(full.unet[linear].delta(diff.shape), diff)

@@ -542,3 +542,24 @@ def test_loading_creates_each_component_in_its_target_dtype(families):
     assert {p.dtype for p in loaded.text_encoder_2.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in loaded.vae.parameters()} == {torch.float32}
     assert torch.equal(loaded.unet.conv_in.weight, models.unet.conv_in.weight.half())
+
+
+def test_sd2_kohya_lora_reaches_the_openclip_encoder_and_the_unet(families):
+    from modules.core.models.lora import parse_lora
+
+    _, model = families["sd2"]
+    generator = torch.Generator().manual_seed(4)
+    weights = {}
+    for module, path, key in (
+        (model.text_encoder, "encoder.layers.1.self_attn.k_proj", "lora_te_text_model_encoder_layers_1_self_attn_k_proj"),
+        (model.unet, "down_blocks.0.attentions.0.proj_in", "lora_unet_down_blocks_0_attentions_0_proj_in"),
+    ):
+        down, up = _lora_pair(dict(module.named_modules())[path].weight, generator)
+        weights |= {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up}
+    # the dropped last OpenCLIP block (SD2 never reads it) matches nothing, and is counted
+    weights["lora_te_text_model_encoder_layers_2_mlp_fc1.lora_down.weight"] = torch.ones(2, 64)
+    weights["lora_te_text_model_encoder_layers_2_mlp_fc1.lora_up.weight"] = torch.ones(256, 2)
+    lora = parse_lora(weights, "sd2", model.unet, model.text_encoder, None, model.unet_ldm_names)
+    assert list(lora.text_encoder) == ["encoder.layers.1.self_attn.k_proj"]
+    assert list(lora.unet) == ["down_blocks.0.attentions.0.proj_in"]
+    assert lora.unmatched == 1

@@ -23,16 +23,48 @@ _PATCHABLE = (torch.nn.Linear, torch.nn.Conv2d)
 
 @dataclass(frozen=True)
 class LoraModule:
-    down: torch.Tensor
-    up: torch.Tensor
+    """One module's change, by the parts a file gives (A1111's network types):
+    LoRA/LoCon ``up·down``; LoHa ``(w1a·w1b) ⊙ (w2a·w2b)``; LoKr ``w1 ⊗ w2`` (each factor whole or
+    as a product of two); a full ``diff``. Scaled by ``alpha / rank`` when the file gives alpha."""
+
+    parts: Mapping[str, torch.Tensor]
     alpha: float | None  # None: scale 1 (alpha = rank)
 
+    @property
+    def kind(self) -> str:
+        parts = self.parts
+        if "down" in parts:
+            return "lora"
+        if "hada_w1_a" in parts:
+            return "loha"
+        if any(name.startswith("lokr_") for name in parts):
+            return "lokr"
+        return "full"
+
+    def _scale(self, rank: int | None) -> float:
+        return self.alpha / rank if self.alpha is not None and rank else 1.0
+
     def delta(self, shape: torch.Size) -> torch.Tensor:
-        down, up = self.down.float(), self.up.float()
-        rank = down.shape[0]
-        scale = (self.alpha / rank) if self.alpha is not None else 1.0
-        product = up.reshape(up.shape[0], -1) @ down.reshape(rank, -1)
-        return (product * scale).reshape(shape)
+        p = {name: tensor.float() for name, tensor in self.parts.items()}
+        kind = self.kind
+        if kind == "lora":
+            down, up = p["down"], p["up"]
+            rank = down.shape[0]
+            product = up.reshape(up.shape[0], -1) @ down.reshape(rank, -1)
+            return (product * self._scale(rank)).reshape(shape)
+        if kind == "loha":
+            rank = p["hada_w1_b"].shape[0]
+            first = p["hada_w1_a"] @ p["hada_w1_b"].reshape(rank, -1)
+            second = p["hada_w2_a"] @ p["hada_w2_b"].reshape(p["hada_w2_b"].shape[0], -1)
+            return (first * second * self._scale(rank)).reshape(shape)
+        if kind == "lokr":
+            w1 = p["lokr_w1"] if "lokr_w1" in p else p["lokr_w1_a"] @ p["lokr_w1_b"]
+            w2 = p["lokr_w2"] if "lokr_w2" in p else p["lokr_w2_a"] @ p["lokr_w2_b"].reshape(p["lokr_w2_b"].shape[0], -1)
+            rank = p["lokr_w1_b"].shape[0] if "lokr_w1_b" in p else p["lokr_w2_b"].shape[0] if "lokr_w2_b" in p else None
+            if w2.ndim == 4:  # a whole convolution kernel; a 2-D w2 of a convolution holds (out, in·k·k)
+                w1 = w1[:, :, None, None]
+            return (torch.kron(w1, w2) * self._scale(rank)).reshape(shape)
+        return p["diff"].reshape(shape)
 
 
 @dataclass
@@ -85,11 +117,11 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], name: str, unet: torch.nn
     lora = Lora(name=name)
     by_place = {"unet": lora.unet, "te": lora.text_encoder, "te2": lora.text_encoder_2}
     for (where, path), found in parts.items():
-        if "down" not in found or "up" not in found:
+        alpha = float(found.pop("alpha")) if "alpha" in found else None
+        if not _complete(found):
             unmatched.add(path)
             continue
-        alpha = float(found["alpha"]) if "alpha" in found else None
-        by_place[where][path] = LoraModule(found["down"], found["up"], alpha)
+        by_place[where][path] = LoraModule(found, alpha)
     lora.unmatched = len(unmatched)
     if not lora.unet and not lora.text_encoder and not lora.text_encoder_2:
         raise ValueError("no LoRA weights for this model's modules (a LoRA for another model family, or not a LoRA)")
@@ -108,7 +140,23 @@ def _resolve_text_path(target: tuple[str, str], encoders: Mapping[str, torch.nn.
 
 
 _ROLES = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha",
-          "lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down", "lora.up.weight": "up"}
+          "lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down", "lora.up.weight": "up",
+          **{name: name for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
+                                     "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "diff")}}
+
+
+def _complete(found: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a module's parts make one of the supported network types (Tucker-decomposed
+    convolutions, ``hada_t*``/``lokr_t2``, are not among them)."""
+    names = set(found)
+    if {"down", "up"} <= names:
+        return True
+    if {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"} <= names:
+        return True
+    has = lambda side: f"lokr_{side}" in names or {f"lokr_{side}_a", f"lokr_{side}_b"} <= names  # noqa: E731
+    if has("w1") and has("w2"):
+        return True
+    return names == {"diff"}
 
 
 def _locate(key: str, kohya: Mapping[str, tuple[str, str]]) -> tuple[tuple[str, str] | None, str]:
