@@ -15,6 +15,7 @@ import torch  # noqa: E402  (after the environment above)
 from modules.core.devices import DevicePolicy, MemoryManager  # noqa: E402
 from modules.core.flags import flags_from_environment, parse_flags  # noqa: E402
 from modules.core.hash_cache import HashCache  # noqa: E402
+from modules.core.offload import TierFlags  # noqa: E402
 from modules.core.paths import Paths  # noqa: E402
 from modules.service.generation import GenerationService, ServiceFlags  # noqa: E402
 from modules.service.models import ModelLoadError, ModelService  # noqa: E402
@@ -44,8 +45,9 @@ def create_service(flags) -> GenerationService:
     if policy.device.type == "cpu" and not flags.skip_torch_cuda_test and "all" not in flags.use_cpu:
         log.warning("No CUDA GPU is usable by torch %s; generating on the CPU (slow). "
                     "Add --skip-torch-cuda-test to silence this.", torch.__version__)
+    tiers = TierFlags(medvram=flags.medvram, medvram_sdxl=flags.medvram_sdxl, lowvram=flags.lowvram)
     models = ModelService(
-        paths, MemoryManager(policy), HashCache(paths.cache_file),
+        paths, MemoryManager(policy, tiers), HashCache(paths.cache_file),
         hashing=not flags.no_hashing, allow_unsafe=flags.disable_safe_unpickle,
         vae_path=Path(flags.vae_path).expanduser().resolve() if flags.vae_path else None,
         vae_dirs=(Path(flags.vae_dir).expanduser().resolve(),) if flags.vae_dir else (),

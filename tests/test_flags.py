@@ -124,10 +124,10 @@ def test_realistic_user_line_warns_once_about_unsupported_flags(caplog):
     with caplog.at_level(logging.WARNING, logger="hanga"):
         ns = flags.parse_flags(line.split())
     assert warnings_of(caplog) == [
-        "not supported yet: --enable-insecure-extension-access, --medvram, "
+        "not supported yet: --enable-insecure-extension-access, "
         "--opt-sdp-attention, --theme, --xformers"
     ]
-    assert ns.api and ns.listen and ns.no_half_vae and ns.port == 7000
+    assert ns.api and ns.listen and ns.no_half_vae and ns.port == 7000 and ns.medvram
     assert ns.xformers and ns.theme == "dark"  # accepted and kept, just not acted on yet
 
 
@@ -229,7 +229,8 @@ def test_bad_values_of_known_flags_exit(argv):
 def test_unsupported_flags_list():
     unsupported = flags.unsupported_flags()
     assert unsupported == sorted(unsupported)
-    assert {"--medvram", "--xformers", "--styles-file"} <= set(unsupported)
+    assert {"--xformers", "--styles-file"} <= set(unsupported)
+    assert not {"--medvram", "--medvram-sdxl", "--lowvram"} & set(unsupported)
     assert "--lora-dir" not in unsupported and "--vae-path" not in unsupported
     assert "--port" not in unsupported and "--deepdanbooru" not in unsupported
     declared = {a.dest for a in flags.build_parser()._actions} - {"help"}
@@ -241,5 +242,5 @@ def test_markdown_entry_point():
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
     assert len(lines) == len(flags.unsupported_flags())
-    medvram = "- `--medvram`: low-VRAM mode: text encoder, U-Net and VAE take turns on the GPU"
-    assert medvram in lines
+    xformers = "- `--xformers`: install xformers and prefer it for attention"
+    assert xformers in lines

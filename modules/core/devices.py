@@ -11,9 +11,11 @@ import gc
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
+
+from modules.core.offload import Mover, Offloader, TierFlags, choose_tier
 
 log = logging.getLogger("hanga")
 
@@ -60,24 +62,66 @@ class DevicePolicy:
 class MemoryManager:
     """Places model components on the generation device in the policy's dtypes, and takes them off.
 
-    Later tiers (--medvram/--lowvram) swap components in and out here; nothing else calls ``.to``
-    on model weights.
+    In the default tier a loaded model sits on the device whole. Under --medvram / --lowvram (or
+    when the automatic choice takes one, see ``offload.choose_tier``) its components wait in RAM and
+    an ``Offloader`` brings each onto the device when it runs. Nothing else moves model weights.
     """
 
-    def __init__(self, policy: DevicePolicy):
+    def __init__(self, policy: DevicePolicy, tiers: TierFlags = TierFlags(auto=False),
+                 free_memory: Callable[[], int | None] | None = None, mover: Mover | None = None):
+        """``free_memory`` reports free device memory in bytes (default: CUDA's); ``mover`` moves a
+        module to a device (tests record the decisions with their own)."""
         self.policy = policy
+        self.tiers = tiers
+        self.free_memory = free_memory or self._cuda_free
+        self.mover = mover
+        self._offloaders: dict[int, Offloader] = {}  # by id of the U-Net they serve
+        self.tier_of: dict[int, str] = {}
 
     @property
     def device(self) -> torch.device:
         return self.policy.device
 
+    def _cuda_free(self) -> int | None:
+        if self.policy.device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        return torch.cuda.mem_get_info(self.policy.device)[0]
+
+    def loads_onto_device(self) -> bool:
+        """Whether a checkpoint can be created on the device directly: only when no tier can send
+        it back to RAM (else it is created in RAM and placed)."""
+        flags = self.tiers
+        if self.policy.device.type != "cuda":
+            return True
+        if flags.lowvram or flags.medvram or flags.medvram_sdxl:
+            return False
+        free = self.free_memory() if flags.auto else None
+        return free is None or choose_tier(flags, True, self.policy.device, free) == "default"
+
     def place(self, unet: torch.nn.Module, text_encoder: torch.nn.Module, vae: torch.nn.Module,
-              *more_text_encoders: torch.nn.Module) -> None:
+              *more_text_encoders: torch.nn.Module, sdxl: bool = False) -> str:
+        """Put a loaded model where its tier wants it; returns the tier."""
         p = self.policy
-        _move(unet, p.device, p.unet_dtype)
+        tier = choose_tier(self.tiers, sdxl, p.device, self.free_memory() if self.tiers.auto else None)
+        self.tier_of[id(unet)] = tier
+        if tier == "default":
+            _move(unet, p.device, p.unet_dtype)
+            for encoder in (text_encoder, *more_text_encoders):
+                _move(encoder, p.device, p.text_encoder_dtype)
+            _move(vae, p.device, p.vae_dtype)
+            return tier
+        offload = torch.device("cpu")
+        _move(unet, offload, p.unet_dtype)
         for encoder in (text_encoder, *more_text_encoders):
-            _move(encoder, p.device, p.text_encoder_dtype)
-        _move(vae, p.device, p.vae_dtype)
+            _move(encoder, offload, p.text_encoder_dtype)
+        _move(vae, offload, p.vae_dtype)
+        offloader = self._offloaders.pop(id(unet), None)
+        if offloader is not None:
+            offloader.detach()
+        offloader = Offloader(p.device, lowvram=tier == "lowvram", offload=offload, mover=self.mover)
+        offloader.attach(unet, (text_encoder, *more_text_encoders), vae)
+        self._offloaders[id(unet)] = offloader
+        return tier
 
     def place_network(self, module: torch.nn.Module) -> None:
         """A small add-on network (hypernetwork): on the generation device, in float32 as A1111
@@ -85,8 +129,13 @@ class MemoryManager:
         _move(module, self.policy.device, torch.float32)
 
     def release(self, *modules: torch.nn.Module) -> None:
-        """Move modules off the accelerator and return the freed memory to the system."""
+        """Move modules off the accelerator and return the freed memory to the system (a model's
+        offload hooks go with it)."""
         for module in modules:
+            offloader = self._offloaders.pop(id(module), None)
+            if offloader is not None:
+                offloader.detach()
+            self.tier_of.pop(id(module), None)
             module.to(device="cpu")
         self.collect()
 

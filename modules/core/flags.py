@@ -231,7 +231,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "loglevel", "f", "ui_debug_mode", "no_half_vae", "disable_console_progressbars",
     "test_server", "device_id", "api_auth", "gradio_auth", "gradio_auth_path", "disable_nan_check",
     "no_prompt_history", "timeout_keep_alive", "vae_dir", "vae_path",
-    "hypernetwork_dir", "embeddings_dir", "lora_dir",
+    "hypernetwork_dir", "embeddings_dir", "lora_dir", "medvram", "medvram_sdxl", "lowvram",
 })
 
 NOP: frozenset[str] = frozenset({

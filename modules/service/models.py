@@ -19,6 +19,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from modules.core.checkpoints import CheckpointInfo, discover, find
 from modules.core.devices import MemoryManager
 from modules.core.generation.job import ModelIdentity
@@ -118,7 +120,7 @@ class ModelService:
                 self._waiting.remove(waiting)
             self._set_aside(residency)
             if waiting is not None:
-                self.memory.place(*waiting.model.modules())
+                self.memory.place(*waiting.model.modules(), sdxl=waiting.model.sdxl is not None)
                 self._loaded = waiting
                 log.info("Model %s back from the loaded models", info.title)
                 return waiting
@@ -220,15 +222,20 @@ class ModelService:
         try:
             state_dict = self._read(info.path, residency.cache)
             overrides = read_ldm_yaml(info.yaml) if info.yaml else None
-            model = load_components(state_dict, self.paths.configs, overrides, self.memory.policy)
+            policy = self.memory.policy
+            if not self.memory.loads_onto_device():  # a tier may keep it in RAM: create it there
+                policy = replace(policy, device=torch.device("cpu"))
+            model = load_components(state_dict, self.paths.configs, overrides, policy)
+            model.device = self.memory.device
         except (UnsafeFileError, CorruptFileError, UnsupportedModelError) as error:
             raise ModelLoadError(str(error)) from error
         except (ValueError, KeyError, RuntimeError) as error:
             raise ModelLoadError(f"{info.path.name}: not a loadable Stable Diffusion checkpoint ({error})") from error
         del state_dict
-        self.memory.place(*model.modules())
+        tier = self.memory.place(*model.modules(), sdxl=model.sdxl is not None)
         self._loaded = LoadedModel(info, model)
-        log.info("Model %s loaded in %.1fs (%s)", info.title, time.perf_counter() - started, self.memory.policy.describe())
+        log.info("Model %s loaded in %.1fs (%s; memory tier: %s)", info.title, time.perf_counter() - started,
+                 self.memory.policy.describe(), tier)
         return self._loaded
 
     def unload(self) -> None:

@@ -209,7 +209,7 @@ def batch_rng(model: StableDiffusionModel, request: Txt2ImgRequest, options: Gen
     return ImageRNG(
         shape=tuple(shape),
         seeds=seeds,
-        device=model.unet.device,
+        device=model.device,
         source=options.randn_source,
         subseeds=subseeds,
         subseed_strength=request.subseed_strength,
@@ -443,9 +443,9 @@ def encode_images(model: StableDiffusionModel, pixels: torch.Tensor) -> torch.Te
     vae = model.vae
     rows = []
     for index in range(pixels.shape[0]):
-        x = (pixels[index : index + 1] * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+        x = (pixels[index : index + 1] * 2.0 - 1.0).to(device=model.device, dtype=vae.dtype)
         rows.append(vae.encode(x).latent_dist.mean.float() * model.latent_scale_factor)
-    return torch.cat(rows).to(model.unet.device)
+    return torch.cat(rows).to(model.device)
 
 
 @torch.no_grad()
@@ -457,12 +457,12 @@ def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor, upcast_o
     rows = []
     for index in range(latent.shape[0]):
         z = latent[index : index + 1] * (1.0 / model.latent_scale_factor)
-        out = vae.decode(z.to(device=vae.device, dtype=vae.dtype), return_dict=False)[0].float()
+        out = vae.decode(z.to(device=model.device, dtype=vae.dtype), return_dict=False)[0].float()
         if upcast_on_nans and vae.dtype != torch.float32 and torch.isnan(out).any():
             log.warning("A tensor with NaNs was produced in the VAE; decoding this image again in 32-bit floats "
                         "(--no-half-vae avoids the retry)")
             with in_float32(vae):
-                out = vae.decode(z.to(device=vae.device, dtype=torch.float32), return_dict=False)[0].float()
+                out = vae.decode(z.to(device=model.device, dtype=torch.float32), return_dict=False)[0].float()
         rows.append(out)
     return torch.cat(rows)
 

@@ -62,6 +62,9 @@ class StableDiffusionModel:
     text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL base: OpenCLIP bigG
     sdxl: SdxlConditioning | None = None  # SDXL base and refiner: pooled vector and size ids
     unet_ldm_names: dict[str, str] = field(default_factory=dict)  # U-Net module path → its checkpoint name
+    # Where generation runs. Components may wait elsewhere between uses (--medvram, --lowvram):
+    # tensors a job makes (noise, latents, tokens) go here, not to wherever a component sits.
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def text_encoders(self) -> list[torch.nn.Module]:
         return [self.text_encoder] + ([self.text_encoder_2] if self.text_encoder_2 is not None else [])
@@ -236,4 +239,5 @@ def load_components(sd: Mapping[str, torch.Tensor], configs: Path, overrides: Ld
         text_encoder_2=text_encoder_2,
         sdxl=sdxl,
         unet_ldm_names=unet_ldm_names,
+        device=policy.device if policy is not None else torch.device("cpu"),
     )
