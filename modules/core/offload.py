@@ -89,7 +89,8 @@ class Offloader:
                 self._handles.append(block.register_forward_pre_hook(self._stream_hook(block)))
         else:
             self._on_call(unet, (unet,))
-        for part in (vae.encoder, vae.quant_conv, vae.post_quant_conv, vae.decoder):
+        # the decoder's conv_in too: a tiled decode calls the decoder's parts, not the decoder
+        for part in (vae.encoder, vae.quant_conv, vae.post_quant_conv, vae.decoder, vae.decoder.conv_in):
             if part is not None:
                 self._on_call(part, (vae,))
 

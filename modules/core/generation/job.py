@@ -27,6 +27,7 @@ from modules.core.infotext import build_infotext, order_params
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.hypernetwork import applied as applied_hypernetworks
 from modules.core.models.loader import StableDiffusionModel
+from modules.core.models.tiled_vae import decode_memory_estimate, decode_tiled
 from modules.core.models.lora import LoraPatch, LoraSource, lora_calls
 from modules.core.rng import ImageRNG, fix_seed
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
@@ -448,21 +449,47 @@ def encode_images(model: StableDiffusionModel, pixels: torch.Tensor) -> torch.Te
     return torch.cat(rows).to(model.device)
 
 
+def _wants_tiles(model: StableDiffusionModel, z: torch.Tensor) -> bool:
+    """Decode in tiles when a whole decode would not fit in the device's free memory."""
+    device = model.device
+    if device.type != "cuda":
+        return False
+    free = torch.cuda.mem_get_info(device)[0]
+    return decode_memory_estimate(model.vae, z.shape[-2], z.shape[-1]) > 0.8 * free
+
+
+def _decode(model: StableDiffusionModel, z: torch.Tensor, dtype: torch.dtype, tiled: bool | None) -> torch.Tensor:
+    vae = model.vae
+    z = z.to(device=model.device, dtype=dtype)
+    if tiled or (tiled is None and _wants_tiles(model, z)):
+        return decode_tiled(vae, z, store=torch.device("cpu") if tiled is None else None).float()
+    try:
+        return vae.decode(z, return_dict=False)[0].float()
+    except torch.cuda.OutOfMemoryError:
+        if tiled is not None:
+            raise
+        log.warning("Out of memory decoding %dx%d; decoding again in tiles", z.shape[-1] * 8, z.shape[-2] * 8)
+        torch.cuda.empty_cache()
+        return decode_tiled(vae, z, store=torch.device("cpu")).float()
+
+
 @torch.no_grad()
-def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor, upcast_on_nans: bool = True) -> torch.Tensor:
+def decode_to_pixels(model: StableDiffusionModel, latent: torch.Tensor, upcast_on_nans: bool = True,
+                     tiled: bool | None = None) -> torch.Tensor:
     """Latents → VAE output in [-1, 1], one image at a time (peak memory of a single decode). A
     half-precision decode that gives NaNs is done again in float32 (A1111's auto_vae_precision;
-    the SDXL VAE overflows in fp16)."""
+    the SDXL VAE overflows in fp16). ``tiled``: None decodes in tiles when a whole decode would
+    not fit (or ran out of memory), True always, False never; tiles give the same picture."""
     vae = model.vae
     rows = []
     for index in range(latent.shape[0]):
         z = latent[index : index + 1] * (1.0 / model.latent_scale_factor)
-        out = vae.decode(z.to(device=model.device, dtype=vae.dtype), return_dict=False)[0].float()
+        out = _decode(model, z, vae.dtype, tiled)
         if upcast_on_nans and vae.dtype != torch.float32 and torch.isnan(out).any():
             log.warning("A tensor with NaNs was produced in the VAE; decoding this image again in 32-bit floats "
                         "(--no-half-vae avoids the retry)")
             with in_float32(vae):
-                out = vae.decode(z.to(device=model.device, dtype=torch.float32), return_dict=False)[0].float()
+                out = _decode(model, z, torch.float32, tiled)
         rows.append(out)
     return torch.cat(rows)
 
