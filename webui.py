@@ -15,6 +15,7 @@ import torch  # noqa: E402  (after the environment above)
 from modules.core.devices import DevicePolicy, MemoryManager  # noqa: E402
 from modules.core.flags import flags_from_environment, parse_flags  # noqa: E402
 from modules.core.hash_cache import HashCache  # noqa: E402
+from modules.core.models.attention import choice_from_flags  # noqa: E402
 from modules.core.offload import TierFlags  # noqa: E402
 from modules.core.paths import Paths  # noqa: E402
 from modules.service.generation import GenerationService, ServiceFlags  # noqa: E402
@@ -57,6 +58,7 @@ def create_service(flags) -> GenerationService:
         nan_check=not flags.disable_nan_check,
         prompt_history=not flags.no_prompt_history,
         console_progress=not flags.disable_console_progressbars,
+        attention=choice_from_flags(flags),
     ), scripts=builtin_scripts(models.titles, lambda: list(models.vaes())))
     if flags.ckpt:
         wanted = os.path.realpath(flags.ckpt)

@@ -124,8 +124,7 @@ def test_realistic_user_line_warns_once_about_unsupported_flags(caplog):
     with caplog.at_level(logging.WARNING, logger="hanga"):
         ns = flags.parse_flags(line.split())
     assert warnings_of(caplog) == [
-        "not supported yet: --enable-insecure-extension-access, "
-        "--opt-sdp-attention, --theme, --xformers"
+        "not supported yet: --enable-insecure-extension-access, --theme"
     ]
     assert ns.api and ns.listen and ns.no_half_vae and ns.port == 7000 and ns.medvram
     assert ns.xformers and ns.theme == "dark"  # accepted and kept, just not acted on yet
@@ -229,8 +228,8 @@ def test_bad_values_of_known_flags_exit(argv):
 def test_unsupported_flags_list():
     unsupported = flags.unsupported_flags()
     assert unsupported == sorted(unsupported)
-    assert {"--xformers", "--styles-file"} <= set(unsupported)
-    assert not {"--medvram", "--medvram-sdxl", "--lowvram"} & set(unsupported)
+    assert {"--xformers-flash-attention", "--styles-file"} <= set(unsupported)
+    assert not {"--medvram", "--medvram-sdxl", "--lowvram", "--xformers", "--opt-sdp-attention"} & set(unsupported)
     assert "--lora-dir" not in unsupported and "--vae-path" not in unsupported
     assert "--port" not in unsupported and "--deepdanbooru" not in unsupported
     declared = {a.dest for a in flags.build_parser()._actions} - {"help"}
@@ -242,5 +241,5 @@ def test_markdown_entry_point():
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
     assert len(lines) == len(flags.unsupported_flags())
-    xformers = "- `--xformers`: install xformers and prefer it for attention"
+    xformers = "- `--xformers-flash-attention`: xformers with flash attention (SD2)"
     assert xformers in lines

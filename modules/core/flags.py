@@ -232,6 +232,9 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "test_server", "device_id", "api_auth", "gradio_auth", "gradio_auth_path", "disable_nan_check",
     "no_prompt_history", "timeout_keep_alive", "vae_dir", "vae_path",
     "hypernetwork_dir", "embeddings_dir", "lora_dir", "medvram", "medvram_sdxl", "lowvram",
+    "xformers", "force_enable_xformers", "opt_split_attention", "opt_sub_quad_attention",
+    "opt_split_attention_invokeai", "opt_split_attention_v1", "opt_sdp_attention", "opt_sdp_no_mem_attention",
+    "disable_opt_split_attention",
 })
 
 NOP: frozenset[str] = frozenset({

@@ -23,6 +23,7 @@ from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
 from modules.core.generation.txt2img import ModelSwitch, run_txt2img
+from modules.core.models.attention import apply_attention
 from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
@@ -47,6 +48,7 @@ class ServiceFlags:
     nan_check: bool = True  # --disable-nan-check turns it off
     prompt_history: bool = True  # --no-prompt-history turns it off
     console_progress: bool = True  # --disable-console-progressbars turns it off
+    attention: str | None = None  # --xformers / --opt-*: wins over the cross_attention_optimization setting
 
 
 @dataclass
@@ -176,6 +178,11 @@ class GenerationService:
     def _ready(self, checkpoint: str | None, settings: SettingsView) -> LoadedModel:
         """The checkpoint loaded, with the VAE the settings resolve to for it in place."""
         loaded = self.models.ensure_loaded(checkpoint, self._residency(settings))
+        choice = self.flags.attention or settings.get("cross_attention_optimization")
+        if loaded.attention != choice:
+            backend = apply_attention(loaded.model.unet, choice, loaded.model.device)
+            loaded.attention = choice
+            log.info("Cross attention: %s (%s)", backend, choice)
         return self.models.ensure_vae(loaded, settings.get("sd_vae"), settings.get("sd_vae_overrides_per_model_preferences"),
                                       settings.get("sd_vae_as_default"))
 

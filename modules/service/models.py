@@ -45,6 +45,7 @@ class LoadedModel:
     vae: VaeChoice = VaeChoice(None, "the checkpoint's own")
     vae_hash: str | None = None
     baked_vae: dict | None = None  # the checkpoint's own VAE weights while another is in place
+    attention: str | None = None  # the cross_attention_optimization choice its U-Net is set for
 
     @property
     def identity(self) -> ModelIdentity:

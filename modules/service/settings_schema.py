@@ -69,6 +69,8 @@ SCHEMA: tuple[Setting, ...] = (
        "sd"),
     _S("auto_vae_precision", True, "Automatically revert VAE to 32-bit floats (when a half-precision decode gives NaNs)",
        "sd"),
+    _S("cross_attention_optimization", "Automatic", "Cross attention optimization", "sd",
+       choices=("Automatic", "None", "xformers", "Doggettx", "sub-quadratic", "V1", "InvokeAI", "sdp", "sdp-no-mem")),
     _S("sd_checkpoints_limit", 1, "Maximum number of checkpoints loaded at the same time", "sd", minimum=1, maximum=10,
        step=1),
     _S("sd_checkpoints_keep_in_cpu", True, "Only keep one model on device (the others wait in RAM)", "sd"),
