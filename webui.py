@@ -39,6 +39,8 @@ def create_service(flags) -> GenerationService:
     )
     for folder in paths.model_dirs():
         folder.mkdir(parents=True, exist_ok=True)
+    # torch.compile's kernels survive restarts here (the fast path)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.data / "cache" / "torchinductor"))
     policy = DevicePolicy.choose(
         use_cpu=flags.use_cpu, no_half=flags.no_half, no_half_vae=flags.no_half_vae,
         precision=flags.precision, device_id=flags.device_id,
@@ -59,6 +61,7 @@ def create_service(flags) -> GenerationService:
         prompt_history=not flags.no_prompt_history,
         console_progress=not flags.disable_console_progressbars,
         attention=choice_from_flags(flags),
+        compile=flags.compile,
     ), scripts=builtin_scripts(models.titles, lambda: list(models.vaes())))
     if flags.ckpt:
         wanted = os.path.realpath(flags.ckpt)

@@ -51,3 +51,14 @@ def test_flags_choose_the_backend():
     assert choice_from_flags(flags(opt_sub_quad_attention=True)) == "sub-quadratic"
     assert choice_from_flags(flags(opt_split_attention_v1=True)) == "Doggettx"
     assert choice_from_flags(flags(disable_opt_split_attention=True)) == "None"
+
+
+def test_the_compiled_fast_path_gives_the_eager_picture(service):
+    """torch.compile on the CPU (inductor with the system C compiler): same picture as eager."""
+    from modules.core.models.fast_path import is_compiled
+
+    eager = np.asarray(service.txt2img(REQUEST, save_images=False).result.images[0].image).astype(int)
+    service.settings.set("compile_unet", True, persist=False)
+    compiled = np.asarray(service.txt2img(REQUEST, save_images=False).result.images[0].image).astype(int)
+    assert is_compiled(service.models.loaded.model.unet)
+    assert np.abs(compiled - eager).max() <= 1

@@ -221,7 +221,13 @@ _FLAG_TABLE: tuple[tuple[str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
         ("--gradio-queue", _switch("does nothing (the queue is on by default)")),
         ("--add-stop-route", _switch("does nothing (see --api-server-stop)")),
     )),
+    ("Hanga's own", (
+        ("--compile", _switch("compile the U-Net with torch.compile (the fast path; setting compile_unet)")),
+    )),
 )
+
+# Flags A1111 does not have; everything else is A1111 v1.10.1's list.
+HANGA_ONLY: frozenset[str] = frozenset({"--compile"})
 
 IMPLEMENTED: frozenset[str] = frozenset({
     "port", "listen", "server_name", "data_dir", "models_dir", "ckpt", "ckpt_dir",
@@ -234,7 +240,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "hypernetwork_dir", "embeddings_dir", "lora_dir", "medvram", "medvram_sdxl", "lowvram",
     "xformers", "force_enable_xformers", "opt_split_attention", "opt_sub_quad_attention",
     "opt_split_attention_invokeai", "opt_split_attention_v1", "opt_sdp_attention", "opt_sdp_no_mem_attention",
-    "disable_opt_split_attention",
+    "disable_opt_split_attention", "compile",
 })
 
 NOP: frozenset[str] = frozenset({

@@ -24,6 +24,7 @@ from modules.core.grid import image_grid
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
 from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.models.attention import apply_attention
+from modules.core.models.fast_path import enable_fast_path
 from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
@@ -49,6 +50,7 @@ class ServiceFlags:
     prompt_history: bool = True  # --no-prompt-history turns it off
     console_progress: bool = True  # --disable-console-progressbars turns it off
     attention: str | None = None  # --xformers / --opt-*: wins over the cross_attention_optimization setting
+    compile: bool = False  # --compile: the fast path whatever the compile_unet setting says
 
 
 @dataclass
@@ -183,6 +185,10 @@ class GenerationService:
             backend = apply_attention(loaded.model.unet, choice, loaded.model.device)
             loaded.attention = choice
             log.info("Cross attention: %s (%s)", backend, choice)
+        if self.flags.compile or settings.get("compile_unet"):
+            unet = loaded.model.unet
+            if self.models.memory.tier_of.get(id(unet), "default") == "default":
+                enable_fast_path(unet, loaded.model.device)
         return self.models.ensure_vae(loaded, settings.get("sd_vae"), settings.get("sd_vae_overrides_per_model_preferences"),
                                       settings.get("sd_vae_as_default"))
 

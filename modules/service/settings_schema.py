@@ -71,6 +71,8 @@ SCHEMA: tuple[Setting, ...] = (
        "sd"),
     _S("cross_attention_optimization", "Automatic", "Cross attention optimization", "sd",
        choices=("Automatic", "None", "xformers", "Doggettx", "sub-quadratic", "V1", "InvokeAI", "sdp", "sdp-no-mem")),
+    _S("compile_unet", False, "Compile the U-Net with torch.compile (fast path; the first image at each new size "
+       "compiles)", "sd"),
     _S("sd_checkpoints_limit", 1, "Maximum number of checkpoints loaded at the same time", "sd", minimum=1, maximum=10,
        step=1),
     _S("sd_checkpoints_keep_in_cpu", True, "Only keep one model on device (the others wait in RAM)", "sd"),
