@@ -34,7 +34,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accelerate import init_empty_weights  # noqa: E402,F401  (keeps the import cost out of the timings)
 from diffusers import (  # noqa: E402
     AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel,
 )

@@ -73,3 +73,24 @@ def test_decode_to_pixels_in_tiles_matches_and_the_estimate_grows_with_size():
     assert np.abs((whole - tiles).numpy()).max() < 1e-4
     small, large = decode_memory_estimate(model.vae, 64, 64), decode_memory_estimate(model.vae, 256, 256)
     assert large == 16 * small and small == 4 * 512 * 512 * 32 * 4  # float32, 32 channels in the tiny VAE's first level
+
+
+@torch.no_grad()
+def test_tiled_encoding_gives_the_whole_encode(vae):
+    from modules.core.generation.job import encode_images
+    from modules.core.models.tiled_vae import encode_tiled
+
+    pixels = torch.rand(1, 3, 320, 448, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    whole = vae.quant_conv(vae.encoder(pixels))
+    tiled = encode_tiled(vae, pixels, tile=128, halo=48)
+    error = (tiled - whole).abs()
+    assert float(error.max()) < 1e-4
+    border, interior = seam_errors(error, 128 // 8)
+    assert border <= max(interior, 1e-5)
+    short = encode_tiled(vae, pixels, tile=128, halo=8)  # the down path reaches past an 8-pixel halo
+    assert float((short - whole).abs().max()) > 0.1
+    with pytest.raises(ValueError, match="multiples of 8"):
+        encode_tiled(vae, pixels[:, :, :, :444], tile=128, halo=48)
+    model = load_components(to_ldm_state_dict(build_tiny_sd1(seed=2)), INSTALL_DIR / "configs")
+    picture = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(encode_images(model, picture, tiled=True), encode_images(model, picture, tiled=False), atol=1e-4)

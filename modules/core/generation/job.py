@@ -27,7 +27,7 @@ from modules.core.infotext import build_infotext, order_params
 from modules.core.models.hypernetwork import HypernetworkSource
 from modules.core.models.hypernetwork import applied as applied_hypernetworks
 from modules.core.models.loader import StableDiffusionModel
-from modules.core.models.tiled_vae import decode_memory_estimate, decode_tiled
+from modules.core.models.tiled_vae import decode_memory_estimate, decode_tiled, encode_tiled
 from modules.core.models.lora import LoraPatch, LoraSource, lora_calls
 from modules.core.rng import ImageRNG, fix_seed
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
@@ -437,31 +437,49 @@ def image_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(model: StableDiffusionModel, pixels: torch.Tensor) -> torch.Tensor:
+def encode_images(model: StableDiffusionModel, pixels: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
     """(B, 3, H, W) pixels in [0, 1] → scaled latents, one image at a time. The posterior's mean is
     taken (A1111 samples it with the unseeded global generator; for a trained VAE the two differ by
-    far less than one 8-bit step, and the mean keeps img2img reproducible)."""
+    far less than one 8-bit step, and the mean keeps img2img reproducible). ``tiled`` as in
+    ``decode_to_pixels``: tiles give the same latents."""
     vae = model.vae
     rows = []
     for index in range(pixels.shape[0]):
         x = (pixels[index : index + 1] * 2.0 - 1.0).to(device=model.device, dtype=vae.dtype)
-        rows.append(vae.encode(x).latent_dist.mean.float() * model.latent_scale_factor)
+        rows.append(_encode(model, x, tiled).float() * model.latent_scale_factor)
     return torch.cat(rows).to(model.device)
 
 
-def _wants_tiles(model: StableDiffusionModel, z: torch.Tensor) -> bool:
-    """Decode in tiles when a whole decode would not fit in the device's free memory."""
+def _encode(model: StableDiffusionModel, x: torch.Tensor, tiled: bool | None) -> torch.Tensor:
+    vae = model.vae
+    aligned = x.shape[-1] % model.vae_downscale == 0 and x.shape[-2] % model.vae_downscale == 0
+    factor = model.vae_downscale
+    if tiled or (tiled is None and aligned and _wants_tiles(model, x.shape[-2] // factor, x.shape[-1] // factor)):
+        moments = encode_tiled(vae, x, store=torch.device("cpu") if tiled is None else None)
+        return moments[:, : model.latent_channels]  # the posterior's mean (the first half of its moments)
+    try:
+        return vae.encode(x).latent_dist.mean
+    except torch.cuda.OutOfMemoryError:
+        if tiled is not None or not aligned:
+            raise
+        log.warning("Out of memory encoding %dx%d; encoding again in tiles", x.shape[-1], x.shape[-2])
+        torch.cuda.empty_cache()
+        return encode_tiled(vae, x, store=torch.device("cpu"))[:, : model.latent_channels]
+
+
+def _wants_tiles(model: StableDiffusionModel, latent_height: int, latent_width: int) -> bool:
+    """Use tiles when a whole decode (or encode) would not fit in the device's free memory."""
     device = model.device
     if device.type != "cuda":
         return False
     free = torch.cuda.mem_get_info(device)[0]
-    return decode_memory_estimate(model.vae, z.shape[-2], z.shape[-1]) > 0.8 * free
+    return decode_memory_estimate(model.vae, latent_height, latent_width) > 0.8 * free
 
 
 def _decode(model: StableDiffusionModel, z: torch.Tensor, dtype: torch.dtype, tiled: bool | None) -> torch.Tensor:
     vae = model.vae
     z = z.to(device=model.device, dtype=dtype)
-    if tiled or (tiled is None and _wants_tiles(model, z)):
+    if tiled or (tiled is None and _wants_tiles(model, z.shape[-2], z.shape[-1])):
         return decode_tiled(vae, z, store=torch.device("cpu") if tiled is None else None).float()
     try:
         return vae.decode(z, return_dict=False)[0].float()
