@@ -452,19 +452,32 @@ def encode_images(model: StableDiffusionModel, pixels: torch.Tensor, tiled: bool
 
 def _encode(model: StableDiffusionModel, x: torch.Tensor, tiled: bool | None) -> torch.Tensor:
     vae = model.vae
-    aligned = x.shape[-1] % model.vae_downscale == 0 and x.shape[-2] % model.vae_downscale == 0
     factor = model.vae_downscale
-    if tiled or (tiled is None and aligned and _wants_tiles(model, x.shape[-2] // factor, x.shape[-1] // factor)):
-        moments = encode_tiled(vae, x, store=torch.device("cpu") if tiled is None else None)
-        return moments[:, : model.latent_channels]  # the posterior's mean (the first half of its moments)
-    try:
+    if x.shape[-1] % factor or x.shape[-2] % factor:  # tiles need the latent grid
         return vae.encode(x).latent_dist.mean
+    return _whole_or_tiled(
+        model, tiled, (x.shape[-2] // factor, x.shape[-1] // factor), "encoding",
+        whole=lambda: vae.encode(x).latent_dist.mean,
+        # the posterior's mean is the first half of the encoder's moments
+        in_tiles=lambda store: encode_tiled(vae, x, store=store)[:, : model.latent_channels],
+    )
+
+
+def _whole_or_tiled(model: StableDiffusionModel, tiled: bool | None, latent_size: tuple[int, int], what: str,
+                    whole, in_tiles) -> torch.Tensor:
+    """``whole()`` or ``in_tiles(store)``: tiles when asked (``tiled``), or when the whole would not
+    fit or runs out of memory (``tiled`` None; the tiles then wait in RAM)."""
+    if tiled or (tiled is None and _wants_tiles(model, *latent_size)):
+        return in_tiles(torch.device("cpu") if tiled is None else None)
+    try:
+        return whole()
     except torch.cuda.OutOfMemoryError:
-        if tiled is not None or not aligned:
+        if tiled is not None:
             raise
-        log.warning("Out of memory encoding %dx%d; encoding again in tiles", x.shape[-1], x.shape[-2])
+        log.warning("Out of memory %s %dx%d; %s again in tiles", what, latent_size[1] * model.vae_downscale,
+                    latent_size[0] * model.vae_downscale, what)
         torch.cuda.empty_cache()
-        return encode_tiled(vae, x, store=torch.device("cpu"))[:, : model.latent_channels]
+        return in_tiles(torch.device("cpu"))
 
 
 def _wants_tiles(model: StableDiffusionModel, latent_height: int, latent_width: int) -> bool:
@@ -479,16 +492,9 @@ def _wants_tiles(model: StableDiffusionModel, latent_height: int, latent_width: 
 def _decode(model: StableDiffusionModel, z: torch.Tensor, dtype: torch.dtype, tiled: bool | None) -> torch.Tensor:
     vae = model.vae
     z = z.to(device=model.device, dtype=dtype)
-    if tiled or (tiled is None and _wants_tiles(model, z.shape[-2], z.shape[-1])):
-        return decode_tiled(vae, z, store=torch.device("cpu") if tiled is None else None).float()
-    try:
-        return vae.decode(z, return_dict=False)[0].float()
-    except torch.cuda.OutOfMemoryError:
-        if tiled is not None:
-            raise
-        log.warning("Out of memory decoding %dx%d; decoding again in tiles", z.shape[-1] * 8, z.shape[-2] * 8)
-        torch.cuda.empty_cache()
-        return decode_tiled(vae, z, store=torch.device("cpu")).float()
+    return _whole_or_tiled(model, tiled, (z.shape[-2], z.shape[-1]), "decoding",
+                           whole=lambda: vae.decode(z, return_dict=False)[0].float(),
+                           in_tiles=lambda store: decode_tiled(vae, z, store=store).float())
 
 
 @torch.no_grad()
