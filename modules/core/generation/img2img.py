@@ -202,8 +202,7 @@ def run_img2img(
         def prepare(refiner_model: StableDiffusionModel, shape):
             _, _, refined = prepare_sampling(refiner_model, request, options, request.sampler_name, request.scheduler,
                                              request.steps)
-            encoder = Conditioning(make_conditioner(refiner_model, options, embeddings), steps=conditioning.steps,
-                                   old_timelines=options.old_prompt_timelines)
+            encoder = conditioning.with_conditioner(make_conditioner(refiner_model, options, embeddings))
             rows = slice(0, batch.span.stop - batch.span.start)
             return (refined, encoder.cond(result.all_prompts[batch.span]), encoder.uncond(result.all_negative_prompts[batch.span]),
                     None if image_cond is None else image_cond[rows])

@@ -139,21 +139,28 @@ class Conditioning:
     prompts (batch count > 1) reuse the previous encoding. ``hires_steps`` gives the prompt
     schedules of a hires pass (A1111 reads `[a:b:N]` against both step counts)."""
 
-    def __init__(self, conditioner: ClipTextConditioner, steps: int, old_timelines: bool, hires_steps: int | None = None):
-        self.conditioner = conditioner
-        self.encode = conditioner.encode
-        self.encode_negative = getattr(conditioner, "encode_negative", conditioner.encode)
+    def __init__(self, conditioner: ClipTextConditioner | SdxlTextConditioner, steps: int, old_timelines: bool,
+                 hires_steps: int | None = None):
         self.steps = steps
         self.hires_steps = hires_steps
         self.old_timelines = old_timelines
         self._last: dict[str, tuple[tuple[str, ...], object]] = {}
+        self._bind(conditioner)
 
-    def rebind(self, conditioner: ClipTextConditioner) -> None:
+    def _bind(self, conditioner: ClipTextConditioner | SdxlTextConditioner) -> None:
+        self.conditioner, self.encode = conditioner, conditioner.encode
+        # SDXL encodes negative prompts its own way (zeros for an empty one, the low aesthetic score)
+        self.encode_negative = getattr(conditioner, "encode_negative", conditioner.encode)
+        self._last.clear()
+
+    def rebind(self, conditioner: ClipTextConditioner | SdxlTextConditioner) -> None:
         """Encode with another model's text encoder from now on (a job that switches checkpoints)."""
         if conditioner.encode != self.encode:
-            self.conditioner, self.encode = conditioner, conditioner.encode
-            self.encode_negative = getattr(conditioner, "encode_negative", conditioner.encode)
-            self._last.clear()
+            self._bind(conditioner)
+
+    def with_conditioner(self, conditioner: ClipTextConditioner | SdxlTextConditioner) -> "Conditioning":
+        """The same prompt schedules encoded by another model's text encoder (the refiner's)."""
+        return Conditioning(conditioner, self.steps, self.old_timelines, self.hires_steps)
 
     def ti_hashes(self) -> str | None:
         """"TI hashes" of the embeddings the prompts encoded so far named: "name: 12hex, …"."""

@@ -117,7 +117,7 @@ def run_txt2img(
                 return (second.unet, second.conditioning.cond(second.prompts[span]),
                         second.conditioning.uncond(second.negatives[span]), image_cond)
             refined = _FirstPass(refiner_model, request, options, embeddings)
-            encoder = Conditioning(refined.conditioner, steps=conditioning.steps, old_timelines=options.old_prompt_timelines)
+            encoder = conditioning.with_conditioner(refined.conditioner)
             return refined.unet, encoder.cond(result.all_prompts[span]), encoder.uncond(result.all_negative_prompts[span]), image_cond
 
         extra = {"Hires refiner": mode} if request.enable_hr and mode != "second pass" else {}

@@ -207,15 +207,13 @@ def load_components(sd: Mapping[str, torch.Tensor], configs: Path, overrides: Ld
     scale = overrides.latent_scale_factor or info["latent_scale_factor"]
     text_encoder, text_encoder_2 = _text_encoders(sd, family, family_dir, placement("text_encoder_dtype"))
     unet_config = _unet_config(sd, _read_json(family_dir / "unet" / "config.json"), overrides)
-    sdxl = None
-    if family in ("sdxl", "sdxl-refiner"):
-        pooled = (text_encoder_2 or text_encoder).config.projection_dim
-        _sdxl_time_embedding(unet_config, int(pooled), int(info["size_ids"]))
+    pooled = int((text_encoder_2 or text_encoder).config.projection_dim) if "size_ids" in info else None
+    if pooled is not None:  # SDXL base and refiner
+        _sdxl_time_embedding(unet_config, pooled, int(info["size_ids"]))
     unet, unet_ldm_names = _build_unet(sd, unet_config, placement("unet_dtype"))
     vae = _build_vae(sd, _read_json(family_dir / "vae" / "config.json"), scale, placement("vae_dtype"))
     downscale = 2 ** (len(vae.config.block_out_channels) - 1)
-    if family in ("sdxl", "sdxl-refiner"):
-        sdxl = SdxlConditioning(refiner=family == "sdxl-refiner", pooled_width=int(pooled), downscale=downscale)
+    sdxl = None if pooled is None else SdxlConditioning(family == "sdxl-refiner", pooled, downscale)
     prediction = overrides.prediction_type or schedule.get("prediction_type", "epsilon")
     if family == "sd2" and overrides.prediction_type is None and detected.variant is None and is_v_prediction_sd2(unet):
         prediction = "v_prediction"
