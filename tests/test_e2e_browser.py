@@ -7,11 +7,7 @@ import base64
 import datetime
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +19,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from modules.core.hashing import file_sha256
 from modules.core.infotext import parse_infotext
-from modules.core.paths import INSTALL_DIR
+from tests.fixtures.live_server import Server as LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -35,45 +31,9 @@ A1111_FLAGS = ["--xformers", "--medvram", "--no-half-vae", "--opt-sdp-attention"
                "--theme", "dark", "--some-extension-flag"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data_dir: Path, *flags: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / "server.log"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COMMANDLINE_ARGS": " ".join(A1111_FLAGS)}
-        self.process = subprocess.Popen(
-            [sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(self.port), "--skip-torch-cuda-test", *flags],
-            cwd=INSTALL_DIR, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )
-        self._wait_until_ready()
-
-    def _wait_until_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"server did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("the server did not exit within 20 s of SIGTERM")
+def Server(data_dir: Path, *flags: str) -> LiveServer:  # noqa: N802 - reads as the class it builds
+    """The real server started with a typical A1111 user's COMMANDLINE_ARGS."""
+    return LiveServer(data_dir, *flags, commandline_args=tuple(A1111_FLAGS))
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,15 @@ class Paths:
         return self.data / "params.txt"
 
     @property
+    def styles_file(self) -> Path:
+        return self.data / "styles.csv"
+
+    @property
+    def extension_dirs(self) -> tuple[Path, ...]:
+        """User extensions (``<data>/extensions``), then the built-in ones."""
+        return (self.data / "extensions", self.install / "extensions-builtin")
+
+    @property
     def tmp(self) -> Path:
         return self.data / "tmp"
 

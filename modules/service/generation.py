@@ -1,17 +1,17 @@
 """The generation service: the functions both the UI and the HTTP API call.
 
-One lock serialises jobs, so one worker at a time owns the GPU; the job queue (with queue
-positions, cancelling and previews) will replace it without changing these functions' callers.
+Every job goes through one queue (``service.queue``): its single worker owns the GPU. The
+blocking functions (``txt2img``…) submit and wait; the ``submit_*`` ones return the queued job.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from modules.core.atomic import write_text
 from modules.core.checkpoints import CheckpointInfo
@@ -21,6 +21,7 @@ from modules.core.generation.img2img import run_img2img
 from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2ImgRequest
 from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
+from modules.core.generation.job import decode_latents
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
 from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.models.attention import apply_attention
@@ -28,6 +29,7 @@ from modules.core.models.fast_path import enable_fast_path
 from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
 from modules.core.paths import Paths
 from modules.core.png_meta import pnginfo_for
+from modules.core.preview import cheap_approximation
 from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
@@ -35,11 +37,13 @@ from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
-from modules.service.progress import JobState, ProgressSnapshot
+from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
+from modules.service.queue import Job, JobQueue
 from modules.service.scripts.api import ScriptRegistry
 from modules.service.settings import Settings, SettingsView
 
 log = logging.getLogger("hanga")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,12 @@ class GenerationService:
         self.models = models
         self.flags = flags
         self.state = JobState(console_bar=flags.console_progress)
-        self._gpu = threading.Lock()
+        self.queue = JobQueue(lambda: self.settings.get("queue_limit"))
 
     # -- models ---------------------------------------------------------------------------------
     def select_checkpoint(self, title: str) -> LoadedModel:
         """Load a checkpoint and make it the ``sd_model_checkpoint`` setting."""
-        with self._gpu:
-            loaded = self.models.ensure_loaded(title, self._residency(self.settings))
+        loaded = self.run_exclusive("checkpoint", lambda: self.models.ensure_loaded(title, self._residency(self.settings)))
         self.settings.set("sd_model_checkpoint", loaded.info.title)
         return loaded
 
@@ -100,22 +103,43 @@ class GenerationService:
     # -- jobs -----------------------------------------------------------------------------------
     def txt2img(self, request: Txt2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
                 restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                script: tuple[str, Sequence] | None = None) -> JobOutcome:
+                script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> JobOutcome:
         """Run a txt2img job; ``override_settings`` apply to this job only unless
         ``restore_afterwards`` is false (then they are saved, as in A1111). ``script`` is a
         (title, args) pair naming one of the Script dropdown's scripts and its control values."""
-        return self._job(request, False, save_images, override_settings, restore_afterwards, on_progress, script)
+        return self.submit_txt2img(request, save_images, override_settings, restore_afterwards, on_progress, script,
+                                   job_id).result()
 
     def img2img(self, request: Img2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
                 restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                script: tuple[str, Sequence] | None = None) -> JobOutcome:
+                script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> JobOutcome:
         """img2img, sketch and inpainting; the same contract as ``txt2img``."""
-        return self._job(request, True, save_images, override_settings, restore_afterwards, on_progress, script)
+        return self.submit_img2img(request, save_images, override_settings, restore_afterwards, on_progress, script,
+                                   job_id).result()
+
+    def submit_txt2img(self, request: Txt2ImgRequest, save_images: bool | None = None,
+                       override_settings: dict | None = None, restore_afterwards: bool = True,
+                       on_progress: Callable[[ProgressSnapshot], None] | None = None,
+                       script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> Job:
+        """Queue a txt2img job and return at once; the request is checked before it is queued."""
+        return self._job(request, False, save_images, override_settings, restore_afterwards, on_progress, script,
+                         job_id=job_id)
+
+    def submit_img2img(self, request: Img2ImgRequest, save_images: bool | None = None,
+                       override_settings: dict | None = None, restore_afterwards: bool = True,
+                       on_progress: Callable[[ProgressSnapshot], None] | None = None,
+                       script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> Job:
+        return self._job(request, True, save_images, override_settings, restore_afterwards, on_progress, script,
+                         job_id=job_id)
 
     def upscale_image(self, request: Txt2ImgRequest, image, infotext: str = "", save_images: bool | None = None,
                       on_progress: Callable[[ProgressSnapshot], None] | None = None) -> JobOutcome:
         """✨: run only the hires pass of ``request`` on a finished ``image``, with the seed (and
         variation seed) its ``infotext`` names, as one image."""
+        return self.submit_upscale(request, image, infotext, save_images, on_progress).result()
+
+    def submit_upscale(self, request: Txt2ImgRequest, image, infotext: str = "", save_images: bool | None = None,
+                       on_progress: Callable[[ProgressSnapshot], None] | None = None) -> Job:
         params = parse_infotext(infotext) if infotext else {}
         try:
             seed = int(params.get("Seed", request.seed))
@@ -125,11 +149,29 @@ class GenerationService:
         request = replace(request, enable_hr=True, batch_size=1, n_iter=1, seed=seed, subseed=subseed)
         return self._job(request, False, save_images, None, True, on_progress, None, first_pass_image=image)
 
+    def run_exclusive(self, kind: str, work: Callable[[], T]) -> T:
+        """Other work that needs the GPU (loading a checkpoint, an upscale) takes its turn in the queue."""
+        return self.queue.run(kind, lambda job: work())
+
+    def cancel(self, job_id: str) -> bool:
+        """Take a waiting job out of the queue (False when it is running or unknown)."""
+        return self.queue.cancel(job_id)
+
     def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script,
-             first_pass_image=None):
+             first_pass_image=None, job_id: str | None = None) -> Job:
         request = request.validate()
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
         tab = "img2img" if is_img2img else "txt2img"
+        self.settings.with_overrides(override_settings)  # bad overrides are refused before queueing
+
+        def work(job: Job) -> JobOutcome:
+            return self._run_job(job, request, is_img2img, chosen, tab, save_images, override_settings,
+                                 restore_afterwards, on_progress, script, first_pass_image)
+
+        return self.queue.submit(tab, work, request, job_id)
+
+    def _run_job(self, job: Job, request, is_img2img: bool, chosen, tab: str, save_images, override_settings,
+                 restore_afterwards, on_progress, script, first_pass_image) -> JobOutcome:
         runs: list[tuple[GenerationResult, LoadedModel, SettingsView]] = []
 
         def runner(p: Processing) -> Processed:
@@ -142,6 +184,7 @@ class GenerationService:
         base = self.settings.with_overrides(override_settings)
         p.n_rows = base.get("n_rows")
         p.save_grid = lambda image, infotext, basename="grid": self._save_grid(image, infotext, basename, tab, base)
+
         def save_sample(image, infotext: str, seed: int, prompt: str) -> Path | None:
             if not _saves_samples(base, save_images):
                 return None
@@ -151,14 +194,15 @@ class GenerationService:
 
         p.save_sample = save_sample
         started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
-        with self._gpu:
-            self.state.begin(tab, on_progress)
-            try:
-                processed = self._run_script(chosen, p, script[1]) if chosen is not None else None
-                if processed is None:
-                    processed = runner(p)
-            finally:
-                self.state.end()
+        clock = time.perf_counter()
+        self.state.begin(tab, on_progress, job_id=job.id, preview=self._preview_plan(base))
+        try:
+            processed = self._run_script(chosen, p, script[1]) if chosen is not None else None
+            if processed is None:
+                processed = runner(p)
+            steps_done = self.state.snapshot().steps_done
+        finally:
+            self.state.end()
         if not runs:
             raise RuntimeError(f"the script {chosen.title()!r} generated nothing")
         # A script may switch checkpoints per cell (its own overrides); only the job's checkpoint is remembered.
@@ -170,7 +214,26 @@ class GenerationService:
         first = runs[0][0]
         if first.images and self.flags.prompt_history:
             write_text(self.paths.params_file, first.images[0].infotext)
+        seconds = time.perf_counter() - clock
+        log.info("Job #%d %s %s: %dx%d, %d steps, %s, %d image(s) in %.1f s (%.2f it/s)%s", job.number, job.id, tab,
+                 request.width, request.height, request.steps, first.sampler_name, len(processed.images), seconds,
+                 steps_done / seconds if seconds > 0 else 0.0, ", interrupted" if processed.interrupted else "")
         return JobOutcome(first, loaded, processed, started)
+
+    def _preview_plan(self, settings: SettingsView) -> PreviewPlan | None:
+        """Live previews per the settings: the cheap latent→RGB map, or the full VAE."""
+        every = settings.get("show_progress_every_n_steps")
+        if not settings.get("live_previews_enable") or every <= 0:
+            return None
+        full = settings.get("show_progress_type") == "Full"
+
+        def render(denoised):
+            loaded = self.models.loaded
+            if full and loaded is not None:
+                return decode_latents(loaded.model, denoised[:1])[0]
+            return cheap_approximation(denoised, sdxl=loaded is not None and loaded.model.sdxl is not None)
+
+        return PreviewPlan(every, render)
 
     @staticmethod
     def _residency(settings: Settings | SettingsView) -> Residency:

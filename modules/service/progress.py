@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from PIL import Image
 from tqdm import tqdm
+
+log = logging.getLogger("hanga")
+
+
+@dataclass(frozen=True)
+class PreviewPlan:
+    """Every ``every_n`` sampling steps, ``render`` turns the denoised latent into a picture."""
+
+    every_n: int
+    render: Callable[[torch.Tensor], Image.Image]
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,10 @@ class ProgressSnapshot:
     interrupted: bool = False
     skipped: bool = False
     started_at: float = 0.0
+    job_id: str = ""
+    job_timestamp: str = ""
+    preview_id: int = 0  # grows with each new live preview
+    steps_done: int = 0  # sampling steps of the whole job so far (for it/s)
 
     @property
     def progress(self) -> float:
@@ -49,6 +65,8 @@ class JobState:
         self._console_bar = console_bar
         self._bar: tqdm | None = None
         self._listener: Callable[[ProgressSnapshot], None] | None = None
+        self._plan: PreviewPlan | None = None
+        self._preview: Image.Image | None = None
 
     def snapshot(self) -> ProgressSnapshot:
         with self._lock:
@@ -59,16 +77,30 @@ class JobState:
             self._snapshot = ProgressSnapshot(**{**self._snapshot.__dict__, **changes})
 
     # -- lifecycle (service side) ----------------------------------------------------------------
-    def begin(self, job: str, listener: Callable[[ProgressSnapshot], None] | None = None) -> None:
-        """Start a job; ``listener`` (e.g. the UI's progress bar) hears every step of it."""
+    def begin(self, job: str, listener: Callable[[ProgressSnapshot], None] | None = None, job_id: str = "",
+              preview: PreviewPlan | None = None) -> None:
+        """Start a job; ``listener`` (e.g. the UI's progress bar) hears every step of it and
+        ``preview`` says how often to draw a live preview."""
         self._listener = listener
+        self._plan = preview
+        with self._lock:
+            self._preview = None
         self._update(active=True, job=job, job_no=0, job_count=0, sampling_step=0, sampling_steps=0,
-                     interrupted=False, skipped=False, started_at=time.time())
+                     interrupted=False, skipped=False, started_at=time.time(), job_id=job_id, steps_done=0,
+                     job_timestamp=time.strftime("%Y%m%d%H%M%S"))
 
     def end(self) -> None:
         self._listener = None
+        self._plan = None
         self._close_bar()
-        self._update(active=False, job="", job_no=0, job_count=0, sampling_step=0, sampling_steps=0)
+        with self._lock:
+            self._preview = None
+        self._update(active=False, job="", job_no=0, job_count=0, sampling_step=0, sampling_steps=0, job_id="")
+
+    def preview(self) -> tuple[int, Image.Image | None]:
+        """The newest live preview of the running job and its id (0 and None before the first)."""
+        with self._lock:
+            return self._snapshot.preview_id, self._preview
 
     def interrupt(self) -> None:
         self._update(interrupted=True)
@@ -85,10 +117,26 @@ class JobState:
         self._notify()
 
     def step(self, step: int, denoised: torch.Tensor) -> None:
-        self._update(sampling_step=step + 1)
+        with self._lock:
+            done = self._snapshot.steps_done + 1
+        self._update(sampling_step=step + 1, steps_done=done)
+        plan = self._plan
+        if plan is not None and plan.every_n > 0 and (step + 1) % plan.every_n == 0:
+            self._draw(plan, denoised)
         if self._bar is not None:
             self._bar.update(1)
         self._notify()
+
+    def _draw(self, plan: PreviewPlan, denoised: torch.Tensor) -> None:
+        try:
+            picture = plan.render(denoised)
+        except Exception as error:  # noqa: BLE001 - a preview never stops the job
+            log.warning("Live preview turned off for this job: %s", error)
+            self._plan = None
+            return
+        with self._lock:
+            self._preview = picture
+            self._snapshot = ProgressSnapshot(**{**self._snapshot.__dict__, "preview_id": self._snapshot.preview_id + 1})
 
     def _notify(self) -> None:
         if self._listener is not None:

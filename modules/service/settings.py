@@ -77,6 +77,17 @@ class Settings:
             if persist and self.path is not None:
                 write_json(self.path, self._values)
 
+    def update(self, values: dict[str, Any]) -> None:
+        """Set several settings at once: all are validated first, so a bad one changes nothing."""
+        checked = {}
+        for key, value in values.items():
+            setting = self.schema.get(key)
+            checked[key] = setting.validate(value) if setting else value
+        with self._lock:
+            self._values.update(checked)
+            if self.path is not None:
+                write_json(self.path, self._values)
+
     def with_overrides(self, overrides: dict[str, Any] | None) -> "SettingsView":
         """A read-only view where ``overrides`` (validated; unknown keys ignored) win for one job."""
         checked: dict[str, Any] = {}

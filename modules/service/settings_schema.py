@@ -57,6 +57,8 @@ SECTIONS: dict[str, str] = {
     "ui": "User interface",
     "ui-gallery": "Gallery",
     "ui-alternatives": "UI alternatives",
+    "live-previews": "Live previews",
+    "api": "API",
 }
 
 _S = Setting
@@ -157,4 +159,14 @@ SCHEMA: tuple[Setting, ...] = (
     _S("use_old_scheduling", False, "Use old prompt editing timelines (before A1111 1.6)", "compatibility",
        infotext="Old prompt editing timelines"),
     _S("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list", "ui"),
+    _S("live_previews_enable", True, "Show live previews of the created image", "live-previews"),
+    _S("show_progress_every_n_steps", 10, "Live preview display period (in sampling steps; 0 or -1 turns previews off)",
+       "live-previews", minimum=-1, maximum=32, step=1),
+    _S("show_progress_type", "Approx cheap", "Live preview method (Approx cheap: a colour map of the latent, free; "
+       "Full: the VAE, slower)", "live-previews", choices=("Approx cheap", "Full")),
+    _S("queue_limit", 100, "Most jobs that may wait in the queue (UI and API together); more are refused", "api",
+       minimum=1, maximum=10000, step=1),
+    _S("disabled_extensions", [], "Disabled extensions (by folder name)", "api"),
+    _S("api_enable_requests", False, "Allow http:// and https:// URLs for input images in the API", "api"),
+    _S("api_forbid_local_requests", True, "Forbid URLs to local and private addresses", "api"),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import gradio as gr
 from PIL import Image, ImageOps
@@ -19,8 +19,9 @@ from modules.service.generation import GenerationService, JobOutcome
 from modules.service.models import ModelLoadError
 from modules.service.paste import Pasted
 from modules.service.progress import ProgressSnapshot
+from modules.service.queue import Job, JobCancelled, QueueFull
 
-USER_ERRORS = (InvalidRequest, ModelLoadError, NansError)
+USER_ERRORS = (InvalidRequest, ModelLoadError, NansError, QueueFull, JobCancelled)
 SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 
 
@@ -127,6 +128,41 @@ def progress_reporter(progress: gr.Progress) -> Callable[[ProgressSnapshot], Non
         progress(snapshot.progress, desc=f"Batch {snapshot.job_no + 1}/{snapshot.job_count}, "
                                          f"step {snapshot.sampling_step}/{snapshot.sampling_steps}")
     return report
+
+
+def follow_job(service, job: Job, progress: gr.Progress, poll: float = 0.25) -> Iterator[Image.Image]:
+    """While ``job`` waits or runs: the progress bar says "In queue: 2/3" or the batch, step and
+    ETA; each new live preview is yielded (for the gallery). Closing the generator (the page
+    left) takes a job that is still waiting out of the queue."""
+    shown = 0
+    try:
+        while not job.wait(poll):
+            place, size = service.queue.position(job)
+            if place:
+                progress(0.0, desc=f"In queue: {place}/{size}")
+                continue
+            snapshot = service.state.snapshot()
+            if snapshot.job_id != job.id:
+                continue
+            progress(snapshot.progress, desc=progress_text(snapshot))
+            preview_id, preview = service.state.preview()
+            if preview is not None and preview_id != shown:
+                shown = preview_id
+                yield preview
+    except GeneratorExit:
+        service.cancel(job.id)
+        raise
+
+
+def progress_text(snapshot: ProgressSnapshot) -> str:
+    text = f"Batch {snapshot.job_no + 1}/{max(snapshot.job_count, 1)}, step {snapshot.sampling_step}/{snapshot.sampling_steps}"
+    eta = snapshot.eta_seconds
+    return f"{text}, ETA {eta:.0f} s" if eta is not None and snapshot.sampling_step else text
+
+
+def preview_outputs(picture: Image.Image) -> tuple:
+    """The gallery showing the live preview; the other outputs unchanged."""
+    return [(picture, "Preview")], gr.skip(), gr.skip(), gr.skip()
 
 
 def without_seed_extras(chosen: dict, extras_on: bool) -> dict:

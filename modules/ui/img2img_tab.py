@@ -18,7 +18,7 @@ from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, gallery_outputs, output_panel,
-    override_dropdown, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
+    override_dropdown, follow_job, preview_outputs, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
 
@@ -332,16 +332,23 @@ def build(service: GenerationService) -> Img2ImgTab:
             request = img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by)
             if current_mode == BATCH:
                 png_info = PngInfoUse(tuple(png_info_props or ()), png_info_dir or "") if use_png_info else None
-                return combined_gallery_outputs(img2img_batch(service, request, batch_input or "", batch_output or "",
+                yield combined_gallery_outputs(img2img_batch(service, request, batch_input or "", batch_output or "",
                                                               batch_masks or "", scale_by, override_settings, report, script,
                                                               png_info))
-            outcome = service.img2img(request, override_settings=override_settings, on_progress=report, script=script)
+                return
+            job = service.submit_img2img(request, override_settings=override_settings, script=script)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        return gallery_outputs(outcome)
+        for picture in follow_job(service, job, progress):
+            yield preview_outputs(picture)
+        try:
+            outcome = job.result()
+        except USER_ERRORS as error:
+            raise gr.Error(str(error)) from None
+        yield gallery_outputs(outcome)
 
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]
-    row.generate.click(run, inputs, panel.outputs(), concurrency_id="gpu")
-    fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_id="gpu")
+    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
+    fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)
     return Img2ImgTab(controls, extra_networks, panel, scripts, parts["sub_tabs"], mode, parts["init_img"], parts["inpaint"],
                       inpaint_group, mask_alpha, sizes, scale, preview)

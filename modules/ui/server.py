@@ -10,11 +10,14 @@ import socket
 import gradio as gr
 import uvicorn
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from modules.core.flags import server_name, server_port
 from modules.service.api.auth import basic_auth_dependency, parse_credentials
-from modules.service.api.routes import API_PREFIX, create_api
+from modules.service.api.endpoints import create_api, task_progress_of
+from modules.service.api.models import TaskProgressBody, TaskProgressResponse
+from modules.service.api.routes import API_PREFIX
 from modules.service.generation import GenerationService
 from modules.ui.app import CSS, build_ui
 
@@ -26,8 +29,16 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
     if flags.api or flags.nowebui:
         api_auth = parse_credentials(flags.api_auth)
         dependencies = [Depends(basic_auth_dependency(api_auth))] if api_auth else []
-        app.mount(API_PREFIX, create_api(service, dependencies))
+        app.mount(API_PREFIX, create_api(service, flags, dependencies))
         app.add_api_route("/docs", lambda: RedirectResponse(f"{API_PREFIX}/docs"), include_in_schema=False)
+
+        def internal_progress(body: TaskProgressBody) -> TaskProgressResponse:
+            """A1111's path for the progress of one task (``force_task_id``), queue place included."""
+            return task_progress_of(service, body)
+
+        app.add_api_route("/internal/progress", internal_progress, methods=["POST"], dependencies=dependencies,
+                          response_model=TaskProgressResponse, include_in_schema=False)
+    _add_cors(app, flags)
     if not flags.nowebui:
         ui_auth = _gradio_credentials(flags)
         app = gr.mount_gradio_app(
@@ -40,6 +51,14 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
             footer_links=["api"] if flags.api else [],
         )
     return app
+
+
+def _add_cors(app: FastAPI, flags: argparse.Namespace) -> None:
+    """``--cors-allow-origins`` (comma-separated) and ``--cors-allow-origins-regex``."""
+    origins = [origin.strip() for origin in (flags.cors_allow_origins or "").split(",") if origin.strip()]
+    if origins or flags.cors_allow_origins_regex:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=flags.cors_allow_origins_regex or None,
+                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
 
 
 def _gradio_credentials(flags: argparse.Namespace) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
-    output_panel, override_dropdown, picture_at, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls,
+    output_panel, override_dropdown, picture_at, follow_job, preview_outputs, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
@@ -137,15 +137,21 @@ def build(service: GenerationService) -> Txt2ImgTab:
     def run(*values, progress=gr.Progress()):
         request, override_entries, script_values = request_from(values)
         try:
-            outcome = service.txt2img(request, override_settings=service.overrides_from_entries(override_entries),
-                                      on_progress=progress_reporter(progress), script=scripts.script_arg(script_values))
+            job = service.submit_txt2img(request, override_settings=service.overrides_from_entries(override_entries),
+                                         script=scripts.script_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        return gallery_outputs(outcome)
+        for picture in follow_job(service, job, progress):
+            yield preview_outputs(picture)
+        try:
+            outcome = job.result()
+        except USER_ERRORS as error:
+            raise gr.Error(str(error)) from None
+        yield gallery_outputs(outcome)
 
     inputs = [*fields.values(), seeds.seed_extras, overrides, *scripts.inputs()]
-    row.generate.click(run, inputs, panel.outputs(), concurrency_id="gpu")
-    fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_id="gpu")
+    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
+    fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)
 
     def upscale(gallery_value, index: int, state: dict, *values, progress=gr.Progress()):
         """✨: the hires pass of the current settings on the chosen picture; it replaces that item."""
@@ -154,14 +160,19 @@ def build(service: GenerationService) -> Txt2ImgTab:
             raise gr.Error("No image to upscale")
         request, _, _ = request_from(values)
         try:
-            outcome = service.upscale_image(request, picture.convert("RGB"), infotext=infotext_at(state, index),
-                                            on_progress=progress_reporter(progress))
+            job = service.submit_upscale(request, picture.convert("RGB"), infotext=infotext_at(state, index))
+        except USER_ERRORS as error:
+            raise gr.Error(str(error)) from None
+        for _ in follow_job(service, job, progress):
+            pass  # the gallery keeps its items until the upscaled one replaces its picture
+        try:
+            outcome = job.result()
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
         return replace_gallery_item(gallery_value, index, state, outcome)
 
     panel.upscale.click(upscale, [panel.gallery, panel.selected, panel.generation, *inputs], panel.outputs(),
-                        concurrency_id="gpu")
+                        concurrency_limit=None)
     return Txt2ImgTab(controls, extra_networks, panel, scripts)
 
 

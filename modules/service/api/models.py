@@ -121,3 +121,195 @@ class SDModelItem(BaseModel):
 
 class ImageToImageResponse(TextToImageResponse):
     pass
+
+
+class ProgressState(BaseModel):
+    skipped: bool = False
+    interrupted: bool = False
+    stopping_generation: bool = False
+    job: str = ""
+    job_count: int = 0
+    job_timestamp: str = "0"
+    job_no: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+
+
+class QueueInfo(BaseModel):
+    running: str | None = Field(default=None, description="id of the running job")
+    pending: list[str] = Field(default_factory=list, description="ids of the waiting jobs, first to run first")
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None = None
+    textinfo: str | None = None
+    current_task: str | None = None
+    queue: QueueInfo = Field(default_factory=QueueInfo, description="Hanga: the job queue")
+
+
+class TaskProgressBody(Lenient):
+    id_task: str
+    id_live_preview: int = -1
+    live_preview: bool = True
+
+
+class TaskProgressResponse(BaseModel):
+    active: bool
+    queued: bool
+    completed: bool
+    progress: float | None = None
+    eta: float | None = None
+    live_preview: str | None = None
+    id_live_preview: int | None = None
+    textinfo: str | None = None
+    queue_position: int | None = Field(default=None, description="Hanga: 1-based place in the queue while waiting")
+    queue_size: int | None = Field(default=None, description="Hanga: jobs running or waiting")
+
+
+class JobItem(BaseModel):
+    id: str
+    kind: str
+    state: str
+    number: int
+    position: int
+
+
+class ExtrasSingleImageBody(Lenient):
+    image: str = ""
+    resize_mode: int = Field(default=0, description="0: scale by upscaling_resize; 1: to upscaling_resize_w × _h")
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class ExtrasImageResponse(BaseModel):
+    image: str | None = None
+    html_info: str
+
+
+class FileData(Lenient):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchBody(ExtrasSingleImageBody):
+    imageList: list[FileData] = Field(default_factory=list)  # noqa: N815 - A1111's name
+
+
+class ExtrasBatchResponse(BaseModel):
+    images: list[str]
+    html_info: str
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None
+    default_rho: float
+    need_inner_model: bool
+
+
+class UpscalerItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float | None
+
+
+class NameItem(BaseModel):
+    name: str
+
+
+class VaeItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    filename: str
+
+
+class HypernetworkItem(BaseModel):
+    name: str
+    path: str
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
+class StyleItem(BaseModel):
+    name: str
+    prompt: str | None
+    negative_prompt: str | None
+
+
+class EmbeddingItem(BaseModel):
+    step: int | None
+    sd_checkpoint: str | None
+    sd_checkpoint_name: str | None
+    shape: int
+    vectors: int
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str]
+    img2img: list[str]
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str
+    is_alwayson: bool
+    is_img2img: bool
+    args: list[ScriptArg]
+
+
+class ExtensionItem(BaseModel):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: int | str
+    enabled: bool
+
+
+class MemoryResponse(BaseModel):
+    ram: dict[str, Any]
+    cuda: dict[str, Any]

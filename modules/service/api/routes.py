@@ -1,62 +1,76 @@
-"""/sdapi/v1 routes over the generation service (the same functions the UI calls)."""
+"""/sdapi/v1 plumbing: A1111 bodies → service requests, ``info``, and JSON errors."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2ImgRequest
-from modules.core.infotext import parse_infotext
-from modules.core.png_meta import pnginfo_for, read_infotext
 from modules.core.version import infotext_version
-from modules.service.api.models import (
-    Img2ImgBody, ImageToImageResponse, PngInfoBody, PngInfoResponse, SDModelItem, TextToImageResponse, Txt2ImgBody,
-)
-from modules.service.generation import GenerationService, JobOutcome
+from modules.service.api.images import UrlPolicy, decode_image
+from modules.service.api.models import Img2ImgBody, Txt2ImgBody
+from modules.service.generation import JobOutcome
 from modules.service.models import ModelLoadError
+from modules.service.queue import DuplicateJob, JobCancelled, QueueFull
 
 API_PREFIX = "/sdapi/v1"
 
 
-def _error(status: int, error: Exception) -> JSONResponse:
-    # A1111's error body: {error, detail, body, errors}
-    body = {"error": type(error).__name__, "detail": str(error), "body": "", "errors": str(error)}
-    return JSONResponse(status_code=status, content=body)
+def _error(status: int, error: str, detail, body="", errors: str = "", headers: dict | None = None) -> JSONResponse:
+    """A1111's error body: {error, detail, body, errors}."""
+    content = jsonable_encoder({"error": error, "detail": detail, "body": body, "errors": errors})
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+def _short(value, limit: int = 200):
+    """The request body echoed in an error, with long strings (base64 images) cut."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"… ({len(value)} characters)"
+    if isinstance(value, dict):
+        return {key: _short(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_short(item) for item in value]
+    return value
+
+
+def _field_name(location) -> str:
+    parts = [str(part) for part in location if part != "body"]
+    return ".".join(parts) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def invalid(request: Request, error: Exception) -> JSONResponse:
-        return _error(422, error)
+    """Every error is JSON; a user's mistake is a 4xx naming the field, never a 500."""
 
-    async def model_error(request: Request, error: Exception) -> JSONResponse:
-        return _error(503, error)
+    async def invalid(request: Request, error: InvalidRequest) -> JSONResponse:
+        return _error(422, type(error).__name__, str(error), errors=str(error))
+
+    async def validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        text = "; ".join(f"{_field_name(p.get('loc', ()))}: {p.get('msg', '')}" for p in problems)
+        detail = [{"loc": list(p.get("loc", ())), "msg": p.get("msg", ""), "type": p.get("type", "")} for p in problems]
+        return _error(422, "RequestValidationError", detail, _short(getattr(error, "body", "")), text)
+
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, "HTTPException", error.detail, errors=str(error.detail),
+                      headers=getattr(error, "headers", None))
+
+    def status(code: int):
+        async def handler(request: Request, error: Exception) -> JSONResponse:
+            return _error(code, type(error).__name__, str(error), errors=str(error))
+        return handler
 
     app.add_exception_handler(InvalidRequest, invalid)  # InvalidSetting too (a subclass)
-    app.add_exception_handler(ModelLoadError, model_error)
-
-
-def decode_image(data: str, field: str = "image") -> Image.Image:
-    """Raw base64 or a ``data:`` URI; anything else is a clear 422, never a crash."""
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    try:
-        image = Image.open(io.BytesIO(base64.b64decode(data, validate=False)))
-        image.load()
-        return image
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise InvalidRequest(field, f"not a readable base64 image ({error})") from None
-
-
-def encode_png(image: Image.Image, infotext: str | None) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=pnginfo_for(infotext) if infotext else None)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(QueueFull, status(429))
+    app.add_exception_handler(DuplicateJob, status(409))
+    app.add_exception_handler(JobCancelled, status(409))
+    app.add_exception_handler(ModelLoadError, status(503))
 
 
 def _common_fields(body: Txt2ImgBody) -> dict:
@@ -100,14 +114,14 @@ def txt2img_request(body: Txt2ImgBody) -> Txt2ImgRequest:
     )
 
 
-def img2img_request(body: Img2ImgBody, noise_multiplier: float) -> Img2ImgRequest:
-    images = tuple(decode_image(data, "init_images") for data in body.init_images or ())
+def img2img_request(body: Img2ImgBody, noise_multiplier: float, urls: UrlPolicy = UrlPolicy()) -> Img2ImgRequest:
+    images = tuple(decode_image(data, f"init_images.{i}", urls) for i, data in enumerate(body.init_images or ()))
     return Img2ImgRequest(
         **_common_fields(body),
         denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,
         init_images=images,
-        mask=decode_image(body.mask, "mask") if body.mask else None,
-        latent_mask=decode_image(body.latent_mask, "latent_mask") if body.latent_mask else None,
+        mask=decode_image(body.mask, "mask", urls) if body.mask else None,
+        latent_mask=decode_image(body.latent_mask, "latent_mask", urls) if body.latent_mask else None,
         resize_mode=body.resize_mode,
         mask_blur=body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
         inpainting_fill=body.inpainting_fill,
@@ -160,72 +174,3 @@ def info_json(outcome: JobOutcome, clip_skip: int, styles: list[str] | None) -> 
         "version": infotext_version(),
     }
     return json.dumps(info, default=lambda o: None)
-
-
-def create_api(service: GenerationService, dependencies: list | None = None) -> FastAPI:
-    """The API as its own application, mounted at ``API_PREFIX``: a GET on a POST-only route is
-    405 and an unknown route a JSON 404 even with the UI mounted at the site root."""
-    api = FastAPI(title="Hanga API (A1111-compatible)", docs_url="/docs", redoc_url=None, dependencies=dependencies or [])
-    install_error_handlers(api)
-    api.include_router(_routes(service))
-    return api
-
-
-def _routes(service: GenerationService) -> APIRouter:
-    router = APIRouter()
-
-    def respond(body: Txt2ImgBody, outcome: JobOutcome, parameters: dict) -> dict:
-        settings = service.settings.with_overrides(body.override_settings)
-        with_info = settings.get("enable_pnginfo")
-        processed = outcome.processed
-        images = [encode_png(image, text if with_info else None) for image, text in zip(processed.images, processed.infotexts)
-                  ] if body.send_images else []
-        info = info_json(outcome, settings.get("CLIP_stop_at_last_layers"), body.styles)
-        return dict(images=images, parameters=parameters, info=info)
-
-    @router.post("/txt2img", response_model=TextToImageResponse)
-    def txt2img(body: Txt2ImgBody) -> TextToImageResponse:
-        outcome = service.txt2img(
-            txt2img_request(body),
-            save_images=body.save_images,
-            override_settings=body.override_settings,
-            restore_afterwards=body.override_settings_restore_afterwards,
-            script=_script(body),
-        )
-        return TextToImageResponse(**respond(body, outcome, body.model_dump()))
-
-    @router.post("/img2img", response_model=ImageToImageResponse)
-    def img2img(body: Img2ImgBody) -> ImageToImageResponse:
-        if not body.init_images:
-            raise InvalidRequest("init_images", "needs at least one base64 image")
-        settings = service.settings.with_overrides(body.override_settings)
-        outcome = service.img2img(
-            img2img_request(body, settings.get("initial_noise_multiplier")),
-            save_images=body.save_images,
-            override_settings=body.override_settings,
-            restore_afterwards=body.override_settings_restore_afterwards,
-            script=_script(body),
-        )
-        parameters = body.model_dump()
-        if not body.include_init_images:  # A1111 leaves the (large) inputs out of the echo
-            parameters["init_images"] = None
-            parameters["mask"] = None
-        return ImageToImageResponse(**respond(body, outcome, parameters))
-
-    @router.get("/sd-models", response_model=list[SDModelItem])
-    def sd_models() -> list[SDModelItem]:
-        return [
-            SDModelItem(
-                title=info.title, model_name=info.model_name, hash=info.shorthash, sha256=info.sha256,
-                filename=str(info.path), config=str(info.yaml) if info.yaml else None,
-            )
-            for info in service.models.checkpoints
-        ]
-
-    @router.post("/png-info", response_model=PngInfoResponse)
-    def png_info(body: PngInfoBody) -> PngInfoResponse:
-        image = decode_image(body.image.strip())
-        text, items = read_infotext(image)
-        return PngInfoResponse(info=text or "", items=items, parameters=parse_infotext(text or ""))
-
-    return router
