@@ -7,11 +7,14 @@ import base64
 import datetime
 import io
 import json
+import re
+import threading
 import shutil
 import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -217,3 +220,69 @@ def test_inpaint_a_stroke_in_the_browser(tmp_path, tiny_checkpoint, browser):
         expect(page.locator("#html_info_img2img")).to_contain_text("Mask blur: 4")
     finally:
         server.stop()
+
+
+def test_login_for_the_ui_and_basic_auth_for_the_api(tmp_path, tiny_checkpoint, browser):
+    data = tmp_path / "data"
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    server = Server(data, "--api", "--api-auth", "bot:s3cret", "--gradio-auth", "me:pa55")
+    try:
+        models = server.url + "/sdapi/v1/sd-models"
+        refused = httpx.get(models)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+        assert refused.json()["error"] == "HTTPException"
+        assert httpx.get(models, auth=("bot", "wrong")).status_code == 401
+        assert httpx.get(models, auth=("me", "pa55")).status_code == 401  # UI users are not API users
+        allowed = httpx.get(models, auth=("bot", "s3cret"))
+        assert allowed.status_code == 200 and allowed.json()[0]["model_name"] == "tiny-sd1"
+
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#txt2img_generate")).to_have_count(0)
+        page.get_by_label("username").fill("me")
+        page.get_by_label("password").fill("wrong")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect credentials")).to_be_visible(timeout=30_000)
+        page.get_by_label("username").fill("me")
+        page.get_by_label("password").fill("pa55")
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#txt2img_generate")).to_be_visible(timeout=60_000)
+    finally:
+        server.stop()
+
+
+def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(tmp_path, tiny_checkpoint, browser):
+    data = tmp_path / "data"
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    server = Server(data, "--api")
+    api = httpx.Client(base_url=server.url + "/sdapi/v1", timeout=300)
+    try:
+        assert api.post("/options", json={"show_progress_every_n_steps": 1}).status_code == 200
+        page = browser.new_page()
+        page.goto(server.url)
+        for elem_id, value in (("txt2img_width", 128), ("txt2img_height", 128), ("txt2img_steps", 60)):
+            set_number(page, elem_id, value)
+        body = {"prompt": "first in line", "steps": 40, "width": 128, "height": 128, "force_task_id": "api-job"}
+        first = threading.Thread(target=lambda: httpx.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=300),
+                                 daemon=True)
+        first.start()
+        deadline = time.time() + 60
+        while api.get("/progress").json()["current_task"] != "api-job":
+            assert time.time() < deadline, "the API job did not start"
+            time.sleep(0.05)
+        page.click("#txt2img_generate")
+        gallery = page.locator("#txt2img_gallery")
+        expect(gallery.get_by_text("In queue: 2/2")).to_be_visible(timeout=30_000)  # behind the API's job
+        first.join(300)
+        expect(gallery.get_by_text("Preview")).to_be_visible(timeout=60_000)
+        expect(gallery.get_by_text(re.compile(r"Batch 1/1, step \d+/60"))).to_be_visible(timeout=30_000)
+        expect(page.locator("#txt2img_html_info .infotext")).to_contain_text("Steps: 60", timeout=120_000)
+    finally:
+        api.close()
+        server.stop()
+    log = server.log.read_text()
+    api_job = re.search(r"Job #(\d+) api-job txt2img: 128x128, 40 steps", log)
+    ui_job = re.search(r"Job #(\d+) \w+ txt2img: 128x128, 60 steps, DPM\+\+ 2M", log)
+    assert api_job and ui_job and int(ui_job.group(1)) == int(api_job.group(1)) + 1 and api_job.end() < ui_job.start()

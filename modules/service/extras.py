@@ -32,8 +32,8 @@ class ExtrasRequest:
         if not 1.0 <= self.scale <= 8.0:
             raise InvalidRequest("upscaling_resize", f"must be between 1 and 8; got {self.scale!r}")
         for field, value in (("upscaling_resize_w", self.width), ("upscaling_resize_h", self.height)):
-            if not 64 <= value <= 8192:
-                raise InvalidRequest(field, f"must be between 64 and 8192; got {value!r}")
+            if not 1 <= value <= 8192:
+                raise InvalidRequest(field, f"must be between 1 and 8192; got {value!r}")
         for field, value in (("upscaler_1", self.upscaler_1), ("upscaler_2", self.upscaler_2)):
             if value not in IMAGE_UPSCALERS:
                 raise InvalidRequest(field, f"unknown upscaler {value!r}; available: {', '.join(IMAGE_UPSCALERS)}")

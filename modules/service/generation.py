@@ -163,12 +163,24 @@ class GenerationService:
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
         tab = "img2img" if is_img2img else "txt2img"
         self.settings.with_overrides(override_settings)  # bad overrides are refused before queueing
+        self._check_checkpoints(request, override_settings)
 
         def work(job: Job) -> JobOutcome:
             return self._run_job(job, request, is_img2img, chosen, tab, save_images, override_settings,
                                  restore_afterwards, on_progress, script, first_pass_image)
 
         return self.queue.submit(tab, work, request, job_id)
+
+    def _check_checkpoints(self, request, override_settings: dict | None) -> None:
+        """Checkpoints the job names exist (a mistake is the caller's, answered before queueing)."""
+        named = [("override_settings.sd_model_checkpoint", (override_settings or {}).get("sd_model_checkpoint"))]
+        if getattr(request, "enable_hr", False):
+            named.append(("hr_checkpoint_name", request.hr_checkpoint_name))
+        named.append(("refiner_checkpoint", request.refiner_checkpoint))
+        for field, name in named:
+            if name and name not in ("Use same checkpoint", "None") and self.models.find(str(name)) is None:
+                raise InvalidRequest(field, f"checkpoint {name!r} not found; available: "
+                                            f"{', '.join(self.models.titles()) or 'none'}")
 
     def _run_job(self, job: Job, request, is_img2img: bool, chosen, tab: str, save_images, override_settings,
                  restore_afterwards, on_progress, script, first_pass_image) -> JobOutcome:

@@ -39,8 +39,13 @@ def _short(value, limit: int = 200):
 
 
 def _field_name(location) -> str:
-    parts = [str(part) for part in location if part != "body"]
-    return ".".join(parts) or "body"
+    """``("body", "steps")`` → ``steps``; the body itself (empty, not JSON, not an object) → ``body``."""
+    parts = list(location)
+    if parts[:1] == ["body"]:
+        parts = parts[1:]
+        if parts and isinstance(parts[0], int):  # a position in unparsable JSON
+            parts = []
+    return ".".join(map(str, parts)) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
