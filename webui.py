@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=getattr(logging, (flags.loglevel or "INFO").upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(message)s")
     service = create_service(flags)
-    if not flags.ui_debug_mode:
+    if not flags.ui_debug_mode and not flags.skip_load_model_at_start:
         preload_model(service)
     serve(build_app(service, flags), flags)
 

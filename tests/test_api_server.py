@@ -433,3 +433,33 @@ def test_malformed_request_is_a_4xx_json_error_naming_the_field(api, path, body,
 def test_still_serving_after_the_malformed_requests(api):
     assert len(MALFORMED) >= 25
     assert api.post("/txt2img", json=small(seed=3)).status_code == 200
+
+
+def test_full_vae_previews_and_the_request_log(api, server):
+    thread, box = in_background(api, "/txt2img", small(steps=30, width=128, height=128, force_task_id="full-preview",
+                                                       override_settings={"show_progress_every_n_steps": 2,
+                                                                          "show_progress_type": "Full"}))
+    shown = wait_for(lambda: api.get("/progress").json()["current_image"], what="a full preview")
+    assert decode(shown).size == (128, 128)  # decoded by the VAE, not the latent-sized approximation
+    thread.join(120)
+    assert box["response"].status_code == 200
+    assert api.post("/txt2img", json={"steps": -5}).status_code == 422
+    log = server.log.read_text()
+    assert re.search(r"API POST /sdapi/v1/txt2img → 200 in [\d.]+ s \(from 127\.0\.0\.1\)", log)
+    assert re.search(r"API POST /sdapi/v1/txt2img → 422 in", log)  # refused requests are logged too
+
+
+def test_api_alone_with_nowebui_and_server_stop(tmp_path, tiny_checkpoint):
+    data = tmp_path / "data"
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / tiny_checkpoint.name)
+    live = Server(data, "--nowebui", "--api-server-stop", "--skip-load-model-at-start")
+    try:
+        assert httpx.get(live.url + "/sdapi/v1/sd-models").json()[0]["model_name"] == "tiny-sd1"
+        assert httpx.get(live.url + "/").status_code == 404  # no UI
+        assert httpx.post(live.url + "/sdapi/v1/server-stop").json() == {}
+        assert live.process.wait(timeout=30) == 0
+    finally:
+        if live.process.poll() is None:
+            live.stop()
+    assert "Model tiny-sd1" not in live.log.read_text()  # --skip-load-model-at-start: nothing was loaded

@@ -190,8 +190,8 @@ def test_run_from_inside_a_job_runs_inline():
     assert _call_in_thread(lambda: queue.run("outer", outer)) == 43
     assert seen["inner_thread"] is seen["outer_thread"]
     assert seen["inner_thread"] is not threading.current_thread()
-    assert seen["inner_job"] is seen["outer_job"]  # no second job was queued
-    assert [job.kind for job in queue.finished()] == ["outer"]
+    assert seen["inner_job"] is not seen["outer_job"] and seen["inner_job"].kind == "inner"
+    assert [job.kind for job in queue.finished()] == ["outer"]  # the inner job was never queued
 
 
 def test_run_from_outside_waits_and_reraises():
@@ -221,8 +221,11 @@ def test_duplicate_job_id_find_and_finished_order(blocker):
     assert queue.finished() == []
     blocker.release.set()
     assert others[-1].result(timeout=WAIT) == 2
-    assert queue.finished() == [running, named, *others]
-    assert queue.find("x") is named  # still found once finished
+    history = queue.finished()
+    assert [job.id for job in history] == [job.id for job in (running, named, *others)]
+    assert all(job.outcome is None and job.work is None and job.finished for job in history)  # records keep no pictures
+    assert others[-1].result() == 2  # the caller's job still has its outcome
+    assert queue.find("x").id == "x" and queue.find("x").state == "done"  # still found once finished
     again = queue.submit("test", lambda job: "second x", job_id="x")  # finished ids may be reused
     assert again.result(timeout=WAIT) == "second x"
-    assert queue.finished()[-1] is again
+    assert queue.finished()[-1].id == again.id and queue.find("x").number == again.number

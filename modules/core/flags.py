@@ -240,7 +240,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "hypernetwork_dir", "embeddings_dir", "lora_dir", "medvram", "medvram_sdxl", "lowvram",
     "xformers", "force_enable_xformers", "opt_split_attention", "opt_sub_quad_attention",
     "opt_split_attention_invokeai", "opt_split_attention_v1", "opt_sdp_attention", "opt_sdp_no_mem_attention",
-    "disable_opt_split_attention", "compile",
+    "disable_opt_split_attention", "compile", "api_log", "cors_allow_origins", "cors_allow_origins_regex",
+    "skip_load_model_at_start", "api_server_stop",
 })
 
 NOP: frozenset[str] = frozenset({

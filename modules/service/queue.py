@@ -37,7 +37,7 @@ class DuplicateJob(ValueError):
 @dataclass(eq=False)
 class Job:
     kind: str  # "txt2img", "img2img", "extras", "checkpoint", …
-    work: Callable[["Job"], Any]
+    work: Callable[["Job"], Any] | None
     request: Any = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     number: int = 0  # order of arrival
@@ -55,6 +55,16 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+    def record(self) -> "Job":
+        """A finished copy for the history: ids, state and times, without the outcome, the
+        request or the error's traceback (they hold pictures, tensors and models)."""
+        kept = Job(self.kind, None, None, id=self.id, number=self.number, state=self.state,
+                   submitted_at=self.submitted_at, started_at=self.started_at, finished_at=self.finished_at)
+        if self.error is not None:
+            kept.error = RuntimeError(f"{type(self.error).__name__}: {self.error}")
+        kept._done.set()
+        return kept
 
     def result(self, timeout: float | None = None) -> Any:
         """The job's outcome once it has run; its error raised again when it failed."""
@@ -80,6 +90,12 @@ class JobQueue:
 
     # -- submitting ----------------------------------------------------------------------------------
     def submit(self, kind: str, work: Callable[[Job], Any], request: Any = None, job_id: str | None = None) -> Job:
+        """Queue ``work``; on the worker itself (a job that starts another, e.g. a script) it runs
+        at once instead of waiting for itself."""
+        if threading.current_thread() is self._worker:
+            job = Job(kind, work, request, number=next(self._numbers), state=RUNNING, started_at=time.time())
+            self._execute(job)
+            return job
         with self._lock:
             limit = self._limit()
             if len(self._waiting) >= limit:
@@ -97,10 +113,7 @@ class JobQueue:
             return job
 
     def run(self, kind: str, work: Callable[[Job], Any], request: Any = None, job_id: str | None = None) -> Any:
-        """Submit and wait: the outcome, or the job's error. Called on the worker itself (a job
-        that starts another, e.g. a script), the work runs inline instead of deadlocking."""
-        if threading.current_thread() is self._worker:
-            return work(self._running)
+        """Submit and wait: the outcome, or the job's error."""
         return self.submit(kind, work, request, job_id).result()
 
     def cancel(self, job_id: str) -> bool:
@@ -110,7 +123,8 @@ class JobQueue:
                 if job.id == job_id:
                     self._waiting.remove(job)
                     job.state, job.error, job.finished_at = CANCELLED, JobCancelled(f"job {job_id} was cancelled"), time.time()
-                    self._finished.append(job)
+                    job.work = None
+                    self._finished.append(job.record())
                     job._done.set()
                     return True
         return False
@@ -130,7 +144,7 @@ class JobQueue:
 
     def find(self, job_id: str) -> Job | None:
         with self._lock:
-            return self._find_active(job_id) or next((job for job in self._finished if job.id == job_id), None)
+            return self._find_active(job_id) or next((job for job in reversed(self._finished) if job.id == job_id), None)
 
     def _find_active(self, job_id: str) -> Job | None:
         if self._running is not None and self._running.id == job_id:
@@ -156,16 +170,22 @@ class JobQueue:
                     self._lock.wait()
                 job = self._running = self._waiting.popleft()
                 job.state, job.started_at = RUNNING, time.time()
-            try:
-                job.outcome = job.work(job)
-                job.state = DONE
-            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
-                job.error, job.state = error, FAILED
-                if not isinstance(error, Exception):
-                    log.exception("job %s stopped the worker", job.id)
-            finally:
-                job.finished_at = time.time()
-                with self._lock:
-                    self._running = None
-                    self._finished.append(job)
-                job._done.set()
+            self._execute(job)
+            with self._lock:
+                self._running = None
+                self._finished.append(job.record())
+            job = None  # the caller holds the outcome; the worker keeps nothing of it
+
+    @staticmethod
+    def _execute(job: Job) -> None:
+        try:
+            job.outcome = job.work(job)
+            job.state = DONE
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+            job.error, job.state = error, FAILED
+            if not isinstance(error, Exception):
+                log.exception("job %s stopped the worker", job.id)
+        finally:
+            job.finished_at = time.time()
+            job.work = None  # its closure holds the request (pictures); let it go
+            job._done.set()

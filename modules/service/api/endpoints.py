@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable
@@ -28,7 +31,7 @@ from modules.service.api.models import (
     ScriptArg, ScriptInfo, ScriptsList, SDModelItem, StyleItem, TaskProgressBody, TaskProgressResponse,
     TextToImageResponse, Txt2ImgBody, UpscalerItem, VaeItem,
 )
-from modules.service.api.routes import API_PREFIX, img2img_request, info_json, install_error_handlers, txt2img_request
+from modules.service.api.routes import img2img_request, info_json, install_error_handlers, txt2img_request
 from modules.service.extensions_list import list_extensions
 from modules.service.extras import ExtrasRequest, postprocess
 from modules.service.generation import GenerationService, JobOutcome
@@ -50,7 +53,7 @@ def create_api(service: GenerationService, flags: argparse.Namespace | None = No
         async def log_requests(request: Request, call_next):
             started = time.perf_counter()
             response = await call_next(request)
-            log.info("API %s %s%s → %d in %.3f s (from %s)", request.method, API_PREFIX, request.url.path,
+            log.info("API %s %s → %d in %.3f s (from %s)", request.method, request.url.path,
                      response.status_code, time.perf_counter() - started,
                      request.client.host if request.client else "?")
             return response
@@ -429,6 +432,20 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
                     found.append(ScriptInfo(name=script.title().lower(), is_alwayson=False, is_img2img=is_img2img,
                                             args=[_script_arg(control) for control in script.ui(is_img2img)]))
         return found
+
+    if flags is not None and getattr(flags, "api_server_stop", False):
+        @routes.post("/server-stop")
+        def server_stop() -> dict:
+            """``--api-server-stop``: a graceful stop (the running job finishes its step first)."""
+            service.interrupt()
+            threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            return {}
+
+        @routes.post("/server-kill")
+        def server_kill() -> dict:
+            """``--api-server-stop``: stop at once."""
+            threading.Timer(0.5, lambda: os._exit(0)).start()
+            return {}
 
     @routes.get("/extensions", response_model=list[ExtensionItem])
     def extensions() -> list[ExtensionItem]:
