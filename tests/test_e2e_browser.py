@@ -275,6 +275,11 @@ def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(tmp_path, tiny_ch
         page.click("#txt2img_generate")
         gallery = page.locator("#txt2img_gallery")
         expect(gallery.get_by_text("In queue: 2/2")).to_be_visible(timeout=30_000)  # behind the API's job
+        page.click("#txt2img_interrupt")  # takes this page's waiting job out of the queue, not the API's job
+        expect(page.get_by_text("was cancelled").first).to_be_visible(timeout=30_000)
+        assert api.get("/progress").json()["current_task"] == "api-job" and api.get("/queue").json()[1:] == []
+        page.click("#txt2img_generate")
+        expect(gallery.get_by_text("In queue: 2/2")).to_be_visible(timeout=30_000)
         first.join(300)
         expect(gallery.get_by_text("Preview")).to_be_visible(timeout=60_000)
         expect(gallery.get_by_text(re.compile(r"Batch 1/1, step \d+/60"))).to_be_visible(timeout=30_000)
@@ -283,6 +288,6 @@ def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(tmp_path, tiny_ch
         api.close()
         server.stop()
     log = server.log.read_text()
-    api_job = re.search(r"Job #(\d+) api-job txt2img: 128x128, 40 steps", log)
+    api_job = re.search(r"Job #(\d+) api-job txt2img: 128x128, 40 steps, Euler, 1 image\(s\) in [\d.]+ s \([\d.]+ it/s\)\n", log)
     ui_job = re.search(r"Job #(\d+) \w+ txt2img: 128x128, 60 steps, DPM\+\+ 2M", log)
-    assert api_job and ui_job and int(ui_job.group(1)) == int(api_job.group(1)) + 1 and api_job.end() < ui_job.start()
+    assert api_job and ui_job and int(ui_job.group(1)) == int(api_job.group(1)) + 2 and api_job.end() < ui_job.start()

@@ -301,13 +301,48 @@ def output_panel(tab: str, info_id: str, upscale: bool = False) -> OutputPanel:
                        sparkle)
 
 
+class SessionJobs:
+    """The job each browser session has queued on a tab: its Interrupt takes that job out of the
+    queue while it waits, and stops it while it runs. Without one, Interrupt and Skip act on the
+    running job, as in A1111."""
+
+    def __init__(self, service: GenerationService):
+        self.service = service
+        self._jobs: dict[str, Job] = {}
+
+    def remember(self, request: gr.Request | None, job: Job) -> None:
+        if request is not None and request.session_hash:
+            self._jobs[request.session_hash] = job
+
+    def forget(self, request: gr.Request | None) -> None:
+        if request is not None:
+            self._jobs.pop(request.session_hash, None)
+
+    def stop(self, request: gr.Request | None, skip: bool = False) -> None:
+        job = self._jobs.get(request.session_hash) if request is not None else None
+        if job is not None and not job.finished and self.service.cancel(job.id):
+            return
+        running = self.service.queue.running
+        if job is not None and not job.finished and running is not None and running.id != job.id:
+            return  # this session's job has not started: nothing of it to stop
+        (self.service.skip if skip else self.service.interrupt)()
+
+
 def wire_common(service: GenerationService, controls: FormControls, row: PromptRow, seeds: SeedRow,
-                panel: OutputPanel) -> None:
+                panel: OutputPanel, jobs: SessionJobs | None = None) -> None:
     """The handlers both tabs have: interrupt, skip, 🎲, ♻, choosing a gallery item, ↙ and the
     token counters."""
     fields = controls.fields
-    row.interrupt.click(service.interrupt, queue=False)
-    row.skip.click(service.skip, queue=False)
+    jobs = jobs or SessionJobs(service)
+
+    def interrupt(request: gr.Request) -> None:
+        jobs.stop(request)
+
+    def skip(request: gr.Request) -> None:
+        jobs.stop(request, skip=True)
+
+    row.interrupt.click(interrupt, queue=False)
+    row.skip.click(skip, queue=False)
     seeds.random_seed.click(lambda: -1, None, fields["seed"], queue=False)
 
     def reuse(state: dict, index: int) -> int:

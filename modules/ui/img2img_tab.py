@@ -18,7 +18,7 @@ from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, gallery_outputs, output_panel,
-    override_dropdown, follow_job, preview_outputs, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
+    override_dropdown, SessionJobs, follow_job, preview_outputs, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
 
@@ -302,7 +302,8 @@ def build(service: GenerationService) -> Img2ImgTab:
     shown_as = {"resize_mode": _label_of(RESIZE_MODES), "inpainting_fill": _label_of(MASKED_CONTENT),
                 "inpainting_mask_invert": _label_of(MASK_MODES), "inpaint_full_res": _label_of(INPAINT_AREAS)}
     controls = FormControls(fields, seeds.seed_extras, overrides, shown_as)
-    wire_common(service, controls, row, seeds, panel)
+    jobs = SessionJobs(service)
+    wire_common(service, controls, row, seeds, panel, jobs)
     pictures = [parts[name] for name in ("init_img", "sketch", "inpaint", "inpaint_sketch", "upload_image")]
 
     _wire_preview(pictures, mode, sizes, scale, preview, resize_tabs[1])
@@ -317,7 +318,7 @@ def build(service: GenerationService) -> Img2ImgTab:
                     parts["batch_input"], parts["batch_output"], parts["batch_masks"], parts["batch_use_png_info"],
                     parts["batch_png_info_dir"], parts["batch_png_info_props"]]
 
-    def run(*values, progress=gr.Progress()):
+    def run(session: gr.Request, *values, progress=gr.Progress()):
         field_values, extra = values[:field_count], values[field_count:field_count + len(extra_inputs)]
         script_values = values[field_count + len(extra_inputs):]
         (extras_on, override_entries, current_mode, *pictures_values, upload_mask, alpha, resize_tab, factor,
@@ -339,12 +340,15 @@ def build(service: GenerationService) -> Img2ImgTab:
             job = service.submit_img2img(request, override_settings=override_settings, script=script)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        for picture in follow_job(service, job, progress):
-            yield preview_outputs(picture)
+        jobs.remember(session, job)
         try:
+            for picture in follow_job(service, job, progress):
+                yield preview_outputs(picture)
             outcome = job.result()
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
+        finally:
+            jobs.forget(session)
         yield gallery_outputs(outcome)
 
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]

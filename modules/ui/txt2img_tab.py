@@ -15,7 +15,7 @@ from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
-    output_panel, override_dropdown, picture_at, follow_job, preview_outputs, prompt_row, sampler_controls, refiner_controls, seed_controls,
+    output_panel, override_dropdown, picture_at, SessionJobs, follow_job, preview_outputs, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
@@ -125,7 +125,8 @@ def build(service: GenerationService) -> Txt2ImgTab:
                 "hr_checkpoint_name": lambda value: value or SAME_CHECKPOINT}
     controls = FormControls(fields, seeds.seed_extras, overrides, shown_as)
     _wire_hires(fields, accordion, resolution)
-    wire_common(service, controls, row, seeds, panel)
+    jobs = SessionJobs(service)
+    wire_common(service, controls, row, seeds, panel, jobs)
     field_count = len(fields)
 
     def request_from(values) -> tuple[Txt2ImgRequest, list, tuple]:
@@ -134,19 +135,22 @@ def build(service: GenerationService) -> Txt2ImgTab:
         chosen = hires_request_values(without_seed_extras(controls.values(field_values), extras_on))
         return Txt2ImgRequest(**chosen), override_entries, script_values
 
-    def run(*values, progress=gr.Progress()):
+    def run(session: gr.Request, *values, progress=gr.Progress()):
         request, override_entries, script_values = request_from(values)
         try:
             job = service.submit_txt2img(request, override_settings=service.overrides_from_entries(override_entries),
                                          script=scripts.script_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        for picture in follow_job(service, job, progress):
-            yield preview_outputs(picture)
+        jobs.remember(session, job)
         try:
+            for picture in follow_job(service, job, progress):
+                yield preview_outputs(picture)
             outcome = job.result()
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
+        finally:
+            jobs.forget(session)
         yield gallery_outputs(outcome)
 
     inputs = [*fields.values(), seeds.seed_extras, overrides, *scripts.inputs()]
