@@ -37,6 +37,9 @@ def server(tmp_path_factory, tiny_checkpoint):
     (data / "models" / "hypernetworks" / "hn1.pt").write_bytes(b"")
     (data / "embeddings").mkdir()
     save_file({"emb_params": torch.zeros(2, 7)}, str(data / "embeddings" / "odd-width.safetensors"))
+    save_file({"emb_params": torch.randn(3, 64)}, str(data / "embeddings" / "three-vectors.safetensors"))
+    (data / "models" / "VAE").mkdir(parents=True)
+    (data / "models" / "VAE" / "my-vae.safetensors").write_bytes(b"")
     extension = data / "extensions" / "sd-webui-example"
     (extension / ".git" / "refs" / "heads").mkdir(parents=True)
     (extension / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
@@ -185,6 +188,21 @@ def test_progress_while_running_then_interrupt(api, server):
     assert re.search(r"Job #\d+ long-1 txt2img: 128x128, 30 steps, Euler, 1 image\(s\) in [\d.]+ s \([\d.]+ it/s\), interrupted", log)
 
 
+def test_skip_ends_the_current_batch_and_the_job_goes_on(api, server):
+    thread, box = in_background(api, "/txt2img", small(steps=30, width=128, height=128, n_iter=2, seed=20,
+                                                       force_task_id="skip-1"))
+    wait_for(lambda: api.get("/progress").json()["state"]["sampling_step"] >= 3, what="the first batch to run")
+    assert api.post("/skip/").json() == {}
+    second = wait_for(lambda: (lambda p: p if p["state"]["job_no"] == 1 else None)(api.get("/progress").json()),
+                      what="the second batch")
+    assert second["state"]["skipped"] is False and second["state"]["job_count"] == 2
+    thread.join(120)
+    info = json.loads(box["response"].json()["info"])
+    assert box["response"].status_code == 200 and info["all_seeds"] == [20, 21] and len(info["infotexts"]) == 2
+    line = re.search(r"Job #\d+ skip-1 txt2img: .*", server.log.read_text()).group(0)
+    assert "interrupted" not in line
+
+
 def test_eight_clients_five_requests_each_in_order_of_arrival(api, server):
     results: dict[str, httpx.Response] = {}
     positions: list[str] = []
@@ -285,13 +303,17 @@ def test_lists_of_models_networks_samplers_and_scripts(api, server):
     assert {"name": "Latent (nearest-exact)"} in api.get("/latent-upscale-modes").json()
     model = api.get("/sd-models").json()[0]
     assert model["model_name"] == "tiny-sd1" and re.fullmatch(r"[0-9a-f]{10}", model["hash"])
-    assert api.get("/sd-vae").json() == []
+    vaes = api.get("/sd-vae").json()
+    assert [v["model_name"] for v in vaes] == ["my-vae.safetensors"] and vaes[0]["filename"].endswith("my-vae.safetensors")
     assert [h["name"] for h in api.get("/hypernetworks").json()] == ["hn1"]
     lora = api.get("/loras").json()
     assert [(item["name"], item["alias"]) for item in lora] == [("lora1", "my-alias")]
     assert lora[0]["metadata"]["ss_output_name"] == "my-alias"
+    assert api.post("/reload-checkpoint").status_code == 200  # embeddings are matched to the loaded model
     embeddings = api.get("/embeddings").json()
-    assert embeddings["loaded"] == {} and embeddings["skipped"]["odd-width"]["shape"] == 7
+    assert embeddings["skipped"]["odd-width"]["shape"] == 7 and list(embeddings["loaded"]) == ["three-vectors"]
+    loaded = embeddings["loaded"]["three-vectors"]
+    assert (loaded["shape"], loaded["vectors"], loaded["sd_checkpoint_name"]) == (64, 3, "tiny-sd1")
     assert api.get("/prompt-styles").json() == [
         {"name": "cinematic", "prompt": "{prompt}, film grain", "negative_prompt": "lowres"},
         {"name": "plain", "prompt": "sunny", "negative_prompt": ""},
