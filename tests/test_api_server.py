@@ -471,11 +471,8 @@ def test_full_vae_previews_and_the_request_log(api, server):
     assert re.search(r"API POST /sdapi/v1/txt2img → 422 in", log)  # refused requests are logged too
 
 
-def test_api_alone_with_nowebui_and_server_stop(tmp_path, tiny_checkpoint):
-    data = tmp_path / "data"
-    (data / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / tiny_checkpoint.name)
-    live = Server(data, "--nowebui", "--api-server-stop", "--skip-load-model-at-start")
+def test_api_alone_with_nowebui_and_server_stop(data_dir):
+    live = Server(data_dir, "--nowebui", "--api-server-stop", "--skip-load-model-at-start")
     try:
         assert httpx.get(live.url + "/sdapi/v1/sd-models").json()[0]["model_name"] == "tiny-sd1"
         assert httpx.get(live.url + "/").status_code == 404  # no UI

@@ -222,10 +222,8 @@ def test_inpaint_a_stroke_in_the_browser(tmp_path, tiny_checkpoint, browser):
         server.stop()
 
 
-def test_login_for_the_ui_and_basic_auth_for_the_api(tmp_path, tiny_checkpoint, browser):
-    data = tmp_path / "data"
-    (data / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+def test_login_for_the_ui_and_basic_auth_for_the_api(data_dir, browser):
+    data = data_dir
     server = Server(data, "--api", "--api-auth", "bot:s3cret", "--gradio-auth", "me:pa55")
     try:
         models = server.url + "/sdapi/v1/sd-models"
@@ -252,10 +250,8 @@ def test_login_for_the_ui_and_basic_auth_for_the_api(tmp_path, tiny_checkpoint, 
         server.stop()
 
 
-def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(tmp_path, tiny_checkpoint, browser):
-    data = tmp_path / "data"
-    (data / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_checkpoint, data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(data_dir, browser):
+    data = data_dir
     server = Server(data, "--api")
     api = httpx.Client(base_url=server.url + "/sdapi/v1", timeout=300)
     try:

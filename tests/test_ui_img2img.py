@@ -416,3 +416,30 @@ def test_batch_appends_png_info_from_the_pictures_or_an_info_folder(service, tmp
     (chosen,) = img2img_batch(service, request, str(source), png_info=PngInfoUse(("Seed",), str(infos)))
     params = parse_infotext(chosen.result.infotexts[0])
     assert (params["Prompt"], params["Seed"], params["Steps"]) == ("oil painting", "7", "4")
+
+
+def test_watch_progress_reports_the_running_job_from_the_event_thread():
+    """The batch sub-tab waits for several queued jobs; the bar is fed from the calling thread."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from modules.service.progress import ProgressSnapshot
+    from modules.ui.common import watch_progress
+
+    snapshot = ProgressSnapshot(active=True, job="img2img", job_no=0, job_count=1, sampling_step=3, sampling_steps=6,
+                                started_at=time.time())
+    service = SimpleNamespace(state=SimpleNamespace(snapshot=lambda: snapshot))
+    calls = []
+    caller = threading.current_thread()
+
+    def progress(value, desc=""):
+        calls.append((value, desc, threading.current_thread()))
+
+    def work():
+        time.sleep(0.3)
+        return "done"
+
+    assert watch_progress(service, progress, work, poll=0.05) == "done"
+    assert calls and all(thread is caller for _, _, thread in calls)
+    assert calls[0][0] == 0.5 and calls[0][1].startswith("Batch 1/1, step 3/6")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, Iterator, TypeVar
 
 import gradio as gr
 from PIL import Image, ImageOps
@@ -21,6 +23,7 @@ from modules.service.paste import Pasted
 from modules.service.progress import ProgressSnapshot
 from modules.service.queue import Job, JobCancelled, QueueFull
 
+T = TypeVar("T")
 USER_ERRORS = (InvalidRequest, ModelLoadError, NansError, QueueFull, JobCancelled)
 SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 
@@ -123,11 +126,18 @@ def infotext_at(state: dict | None, index: int) -> str:
     return texts[index if 0 <= index < len(texts) else 0]
 
 
-def progress_reporter(progress: gr.Progress) -> Callable[[ProgressSnapshot], None]:
-    def report(snapshot: ProgressSnapshot) -> None:
-        progress(snapshot.progress, desc=f"Batch {snapshot.job_no + 1}/{snapshot.job_count}, "
-                                         f"step {snapshot.sampling_step}/{snapshot.sampling_steps}")
-    return report
+def watch_progress(service, progress: gr.Progress, work: Callable[[], T], poll: float = 0.25) -> T:
+    """Run ``work`` (which queues jobs and waits for them) while the progress bar follows the
+    running job: ``gr.Progress`` only reports from the event's own thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanga-ui") as pool:
+        future = pool.submit(work)
+        while True:
+            try:
+                return future.result(timeout=poll)
+            except FutureTimeout:
+                snapshot = service.state.snapshot()
+                if snapshot.active:
+                    progress(snapshot.progress, desc=progress_text(snapshot))
 
 
 def follow_job(service, job: Job, progress: gr.Progress, poll: float = 0.25) -> Iterator[Image.Image]:
@@ -152,6 +162,21 @@ def follow_job(service, job: Job, progress: gr.Progress, poll: float = 0.25) -> 
     except GeneratorExit:
         service.cancel(job.id)
         raise
+
+
+def stream_job(service, jobs: "SessionJobs", session: gr.Request | None, job: Job,
+               progress: gr.Progress) -> Iterator[tuple]:
+    """A generating event's outputs for a queued job: live previews, then its gallery."""
+    jobs.remember(session, job)
+    try:
+        for picture in follow_job(service, job, progress):
+            yield preview_outputs(picture)
+        outcome = job.result()
+    except USER_ERRORS as error:
+        raise gr.Error(str(error)) from None
+    finally:
+        jobs.forget(session)
+    yield gallery_outputs(outcome)
 
 
 def progress_text(snapshot: ProgressSnapshot) -> str:

@@ -17,8 +17,8 @@ from modules.service.generation import GenerationService
 from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
-    USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, gallery_outputs, output_panel,
-    override_dropdown, SessionJobs, follow_job, preview_outputs, progress_reporter, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
+    USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, output_panel,
+    override_dropdown, SessionJobs, stream_job, watch_progress, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
 
@@ -329,27 +329,18 @@ def build(service: GenerationService) -> Img2ImgTab:
         try:
             override_settings = service.overrides_from_entries(override_entries)
             script = scripts.script_arg(script_values)
-            report = progress_reporter(progress)
             request = img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by)
             if current_mode == BATCH:
                 png_info = PngInfoUse(tuple(png_info_props or ()), png_info_dir or "") if use_png_info else None
-                yield combined_gallery_outputs(img2img_batch(service, request, batch_input or "", batch_output or "",
-                                                              batch_masks or "", scale_by, override_settings, report, script,
-                                                              png_info))
+                outcomes = watch_progress(service, progress, lambda: img2img_batch(
+                    service, request, batch_input or "", batch_output or "", batch_masks or "", scale_by,
+                    override_settings, None, script, png_info))
+                yield combined_gallery_outputs(outcomes)
                 return
             job = service.submit_img2img(request, override_settings=override_settings, script=script)
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        jobs.remember(session, job)
-        try:
-            for picture in follow_job(service, job, progress):
-                yield preview_outputs(picture)
-            outcome = job.result()
-        except USER_ERRORS as error:
-            raise gr.Error(str(error)) from None
-        finally:
-            jobs.forget(session)
-        yield gallery_outputs(outcome)
+        yield from stream_job(service, jobs, session, job, progress)
 
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]
     row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)

@@ -15,7 +15,7 @@ from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
-    output_panel, override_dropdown, picture_at, SessionJobs, follow_job, preview_outputs, prompt_row, sampler_controls, refiner_controls, seed_controls,
+    output_panel, override_dropdown, picture_at, SessionJobs, follow_job, stream_job, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
@@ -142,16 +142,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
                                          script=scripts.script_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
-        jobs.remember(session, job)
-        try:
-            for picture in follow_job(service, job, progress):
-                yield preview_outputs(picture)
-            outcome = job.result()
-        except USER_ERRORS as error:
-            raise gr.Error(str(error)) from None
-        finally:
-            jobs.forget(session)
-        yield gallery_outputs(outcome)
+        yield from stream_job(service, jobs, session, job, progress)
 
     inputs = [*fields.values(), seeds.seed_extras, overrides, *scripts.inputs()]
     row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
