@@ -1,11 +1,11 @@
 """Where infotext lives inside image files (a1111-compat.md §3.1, §12).
 
 PNG: a ``parameters`` text chunk. JPEG/WebP: EXIF UserComment. GIF: the ``comment`` field.
-Writing EXIF into JPEG/WebP belongs to the image saver; this module only reads it back.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 
 from PIL import Image
@@ -14,6 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 PARAMETERS_KEY = "parameters"
 EXIF_IFD_POINTER = 0x8769
 EXIF_USER_COMMENT = 0x9286
+_LONG, _UNDEFINED = 4, 7  # TIFF field types
 
 # EXIF UserComment starts with an 8-byte character-code prefix (EXIF 2.3, §4.6.5).
 _USER_COMMENT_CODECS = {
@@ -21,6 +22,7 @@ _USER_COMMENT_CODECS = {
     b"ASCII\0\0\0": "ascii",
     b"JIS\0\0\0\0\0": "shift_jis",
 }
+_UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 
 
 def pnginfo_for(parameters: str, extra: Mapping[str, str] | None = None) -> PngInfo:
@@ -35,6 +37,22 @@ def pnginfo_for(parameters: str, extra: Mapping[str, str] | None = None) -> PngI
         if key != PARAMETERS_KEY:
             _add_text(info, key, str(value))
     return info
+
+
+def user_comment_exif(text: str) -> bytes:
+    """An EXIF block (``Exif\\0\\0`` + big-endian TIFF) whose only entry is the Exif IFD's
+    UserComment = ``b"UNICODE\\0"`` + UTF-16BE text, as A1111 writes with piexif (§3.1, §12.4).
+
+    Built by hand because Pillow's ``Image.Exif`` types a bytes value of a tag it has no table entry
+    for (UserComment in the Exif IFD) as BYTE; EXIF says UNDEFINED, and piexif-based readers such
+    as A1111's then get a tuple of numbers instead of bytes.
+    """
+    comment = b"UNICODE\0" + text.encode("utf-16-be")
+    exif_ifd_at = 8 + 2 + 12 + 4  # after the TIFF header and IFD0 (count, one entry, next-IFD offset)
+    comment_at = exif_ifd_at + 2 + 12 + 4
+    ifd0 = struct.pack(">HHHII", 1, EXIF_IFD_POINTER, _LONG, 1, exif_ifd_at) + struct.pack(">I", 0)
+    exif_ifd = struct.pack(">HHHII", 1, EXIF_USER_COMMENT, _UNDEFINED, len(comment), comment_at) + struct.pack(">I", 0)
+    return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
 
 
 def _add_text(info: PngInfo, key: str, value: str) -> None:
@@ -80,13 +98,21 @@ def _exif_user_comment(exif_bytes: object) -> str | None:
 
 
 def decode_user_comment(comment: bytes | str) -> str:
-    """EXIF UserComment bytes → text, by prefix; unknown prefixes are read as UTF-8 (as A1111)."""
+    """EXIF UserComment bytes → text, by prefix; unknown prefixes are read as UTF-8 (as A1111).
+
+    ``UNICODE`` text is big-endian UTF-16 (what A1111 writes) unless a byte-order mark says
+    otherwise: some tools write it little-endian with a BOM.
+    """
     if isinstance(comment, str):
         return comment
-    codec = _USER_COMMENT_CODECS.get(bytes(comment[:8]))
+    comment = bytes(comment)
+    codec = _USER_COMMENT_CODECS.get(comment[:8])
     if codec is None:
         return comment.decode("utf-8", errors="ignore")
-    return comment[8:].decode(codec, errors="replace")
+    body = comment[8:]
+    if codec == "utf-16-be" and body[:2] in _UTF16_BOMS:
+        codec, body = _UTF16_BOMS[body[:2]], body[2:]
+    return body.decode(codec, errors="replace")
 
 
 def _decode_text(value: object) -> str:

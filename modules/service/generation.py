@@ -26,9 +26,9 @@ from modules.core.generation.job import GeneratedImage, GenerationOptions, Gener
 from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.models.attention import apply_attention
 from modules.core.models.fast_path import enable_fast_path
-from modules.core.images import NameFields, apply_pattern, save_grid_png, save_png
+from modules.core.generation.file_names import name_fields
+from modules.core.images import OutputFormat, apply_pattern, save_grid, save_image
 from modules.core.paths import Paths
-from modules.core.png_meta import pnginfo_for
 from modules.core.preview import cheap_approximation
 from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
@@ -429,24 +429,28 @@ class GenerationService:
         return self.paths.resolve_output(configured)
 
     def _save_grid(self, grid, infotext: str, basename: str, tab: str, settings: SettingsView) -> Path | None:
-        """``<basename>-NNNN.png`` in the grids folder, when the grid_save setting is on."""
+        """``<basename>-NNNN.<grid_format>`` in the grids folder, when the grid_save setting is on."""
         if not settings.get("grid_save"):
             return None
         configured = settings.get("outdir_grids") or settings.get(f"outdir_{tab}_grids")
-        info = pnginfo_for(infotext) if settings.get("enable_pnginfo") and infotext else None
-        return save_grid_png(grid, self.paths.resolve_output(configured), basename, info)
+        return save_grid(grid, self.paths.resolve_output(configured), basename, infotext or None,
+                         OutputFormat.from_settings(settings.get, "grid_format"))
 
     def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView, tab: str = "txt2img") -> Path:
-        fields = NameFields(
-            seed=image.seed, prompt=image.prompt, steps=request.steps, cfg=request.cfg_scale,
-            width=request.width, height=request.height, sampler=request.sampler_name,
+        loaded = self.models.loaded
+        fields = name_fields(
+            image, request, model_name=loaded.info.stem if loaded else "", vae_path=loaded.vae.path if loaded else None,
+            model_hash=loaded.info.shorthash if loaded else None, clip_skip=settings.get("CLIP_stop_at_last_layers"),
+            job_timestamp=self.state.snapshot().job_timestamp,
+            max_prompt_words=settings.get("directories_max_prompt_words"),
         )
         directory = self.output_dir(settings, tab)
         if settings.get("save_to_dirs"):
-            directory = directory / apply_pattern(settings.get("directories_filename_pattern") or "[date]", fields)
+            pattern = settings.get("directories_filename_pattern") or "[prompt_words]"
+            directory = directory / apply_pattern(pattern, fields).lstrip(" ").rstrip("\\ /")
         pattern = settings.get("samples_filename_pattern") or "[seed]-[prompt_spaces]"
-        info = pnginfo_for(image.infotext) if settings.get("enable_pnginfo") else None
-        return save_png(image.image, directory, apply_pattern(pattern, fields), info)
+        return save_image(image.image, directory, apply_pattern(pattern, fields), image.infotext,
+                          OutputFormat.from_settings(settings.get, "samples_format"))
 
 
 def _saves_samples(settings: SettingsView, save_images: bool | None) -> bool:
