@@ -13,16 +13,19 @@ from typing import IO, Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, sync: bool = True) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that wants a file name (safetensors); once
-    the block ends the file is synced to disk and renamed over ``path``, or removed on error."""
+    the block ends the file is synced to disk and renamed over ``path``, or removed on error.
+    ``sync=False`` skips the fsync, for caches: readers still never see a partial file, but a
+    crash may leave an empty one (a cache checks for that and rebuilds the entry)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if sync:
+            with open(temp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
