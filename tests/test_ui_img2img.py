@@ -57,7 +57,7 @@ def test_app_has_img2img_between_txt2img_and_pnginfo_with_a1111_ids(service):
     service.scripts = builtin_scripts(service.models.titles, lambda: list(service.models.vaes()))
     demo = build_ui(service)
     top = next(b for b in all_blocks(demo) if isinstance(b, gr.Tabs) and b.elem_id == "tabs")
-    assert [tab.label for tab in top.children] == ["txt2img", "img2img", "PNG Info", "Checkpoint Merger", "Settings"]
+    assert [tab.label for tab in top.children] == ["txt2img", "img2img", "PNG Info", "Gallery", "Checkpoint Merger", "Settings"]
     ids = {b.elem_id for b in all_blocks(demo)}
     expected = {
         "img2img_prompt", "img2img_neg_prompt", "img2img_generate", "img2img_interrupt", "img2img_skip", "img2img_paste",

@@ -7,6 +7,7 @@ import gradio as gr
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
 from modules.ui import img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import gallery_tab
 from modules.ui.common import infotext_at, open_picture, picture_at
 
 CSS = """
@@ -103,6 +104,8 @@ def build_ui(service: GenerationService) -> gr.Blocks:
                 img2img = img2img_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = pnginfo_tab.build(tabs, txt2img.controls, service)
+            with gr.Tab("Gallery", id="gallery", elem_id="tab_gallery") as gallery:
+                gallery_tab.build(gallery, tabs, txt2img.controls, img2img, service)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.build(service)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):

@@ -18,6 +18,7 @@ from modules.service.api.auth import basic_auth_dependency, parse_credentials
 from modules.service.api.endpoints import create_api, task_progress_of
 from modules.service.api.models import TaskProgressBody, TaskProgressResponse
 from modules.service.api.routes import API_PREFIX
+from modules.service.gallery import thumbnails_dir
 from modules.service.generation import GenerationService
 from modules.ui.app import CSS, build_ui
 
@@ -46,7 +47,7 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
             build_ui(service),
             path="",
             auth=ui_auth or None,
-            allowed_paths=[str(service.paths.outputs)],
+            allowed_paths=[str(service.paths.outputs), str(thumbnails_dir(service.paths))],
             css=CSS,
             footer_links=["api"] if flags.api else [],
         )
