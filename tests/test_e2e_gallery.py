@@ -76,5 +76,9 @@ def test_gallery_tab_lists_searches_selects_and_deletes(tmp_path, browser):
         page.fill("#gallery_seed textarea", "")
         page.click("#gallery_search_button")
         expect(thumbnails).to_have_count(4)
+        write_png(folder / "00005-1005-a photo of subject 5.png", infotext(5), mtime=now + 10)
+        page.click("#gallery_refresh")
+        expect(thumbnails).to_have_count(5)
+        expect(page.locator("#gallery_page_count")).to_contain_text("5 images · page 1 of 1")
     finally:
         server.stop()

@@ -103,6 +103,7 @@ def build(tab: gr.Tab, tabs: gr.Tabs, txt2img: FormControls, img2img: img2img_ta
                            min_width=100)
         following = gr.Button("▶", elem_id="gallery_next", scale=0, min_width=48)
         last = gr.Button("»", elem_id="gallery_last", scale=0, min_width=48)
+        rescan = gr.Button("🔄", elem_id="gallery_refresh", elem_classes=["refresh"], scale=0, min_width=48)
         count = gr.Markdown(elem_id="gallery_page_count")
     with gr.Row():
         with gr.Column(scale=3):
@@ -142,6 +143,13 @@ def build(tab: gr.Tab, tabs: gr.Tabs, txt2img: FormControls, img2img: img2img_ta
     previous.click(go(-1), [number, *filters], listing, queue=False)
     following.click(go(+1), [number, *filters], listing, queue=False)
     last.click(go(1 << 40), [number, *filters], listing, queue=False)
+
+    def rescan_all(request: gr.Request, page_number, *values):
+        """Re-stat every file: finds images rewritten in place, which leave their folder's mtime alone."""
+        gallery.refresh(force=True)
+        return show(request, page_number, *values)
+
+    rescan.click(rescan_all, [number, *filters], listing, queue=False)
 
     def select(paths: list, event: gr.SelectData):
         index = event.index if isinstance(event.index, int) else -1
