@@ -13,11 +13,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import torch  # noqa: E402  (after the environment above)
 
 from modules.core.devices import DevicePolicy, MemoryManager  # noqa: E402
-from modules.core.flags import flags_from_environment, parse_flags  # noqa: E402
+from modules.core.flags import build_parser, flags_from_environment, parse_flags  # noqa: E402
 from modules.core.hash_cache import HashCache  # noqa: E402
 from modules.core.models.attention import choice_from_flags  # noqa: E402
 from modules.core.offload import TierFlags  # noqa: E402
 from modules.core.paths import Paths  # noqa: E402
+from modules.service.extensions import context  # noqa: E402
+from modules.service.extensions.host import ExtensionHost  # noqa: E402
 from modules.service.generation import GenerationService, ServiceFlags  # noqa: E402
 from modules.service.models import ModelLoadError, ModelService  # noqa: E402
 from modules.service.scripts.builtin import builtin_scripts  # noqa: E402
@@ -27,8 +29,8 @@ from modules.ui.server import build_app, serve  # noqa: E402
 log = logging.getLogger("hanga")
 
 
-def create_service(flags) -> GenerationService:
-    paths = Paths.create(
+def paths_from(flags) -> Paths:
+    return Paths.create(
         data_dir=flags.data_dir,
         models_dir=flags.models_dir,
         ckpt_dirs=(flags.ckpt_dir,) if flags.ckpt_dir else (),
@@ -37,6 +39,31 @@ def create_service(flags) -> GenerationService:
         embeddings_dir=flags.embeddings_dir,
         lora_dir=flags.lora_dir,
     )
+
+
+def extension_host(flags, paths: Paths, settings: Settings) -> ExtensionHost:
+    """The extension folders, with the Extensions tab's choices and the --disable-*-extensions flags."""
+    mode = "all" if flags.disable_all_extensions else "extra" if flags.disable_extra_extensions else \
+        settings.get("disable_all_extensions")
+    return ExtensionHost(paths, disabled=set(settings.get("disabled_extensions")), disable_all=mode)
+
+
+def prepare(argv: list[str]):
+    """Before the flags are parsed for good: find the extensions, run their ``install.py`` and let
+    their ``preload.py`` add flags. Returns the flags, the settings and the extension host."""
+    early, _ = build_parser().parse_known_args(argv)  # quietly: extensions' own flags are not known yet
+    paths = paths_from(early)
+    settings = Settings(paths.config_file)
+    host = extension_host(early, paths, settings)
+    if not early.skip_install:
+        host.run_installers()
+    parser = build_parser()
+    host.preload(parser)
+    return parse_flags(argv, parser), settings, host
+
+
+def create_service(flags, settings: Settings | None = None, host: ExtensionHost | None = None) -> GenerationService:
+    paths = paths_from(flags)
     for folder in paths.model_dirs():
         folder.mkdir(parents=True, exist_ok=True)
     # torch.compile's kernels survive restarts here (the fast path)
@@ -55,14 +82,21 @@ def create_service(flags) -> GenerationService:
         vae_path=Path(flags.vae_path).expanduser().resolve() if flags.vae_path else None,
         vae_dirs=(Path(flags.vae_dir).expanduser().resolve(),) if flags.vae_dir else (),
     )
-    settings = Settings(paths.config_file)
+    settings = settings or Settings(paths.config_file)
+    host = host or extension_host(flags, paths, settings)
+    context.bind(settings=settings, flags=flags, paths=paths)
+    scripts = builtin_scripts(models.titles, lambda: list(models.vaes()))
+    scripts.scripts.extend(host.load_scripts())
     service = GenerationService(paths, settings, models, ServiceFlags(
         nan_check=not flags.disable_nan_check,
         prompt_history=not flags.no_prompt_history,
         console_progress=not flags.disable_console_progressbars,
         attention=choice_from_flags(flags),
         compile=flags.compile,
-    ), scripts=builtin_scripts(models.titles, lambda: list(models.vaes())))
+    ), scripts=scripts, callbacks=host.callbacks)
+    service.extensions = host
+    context.bind(service=service)
+    host.callbacks.call("ui_settings")  # extensions add their options before anything reads them
     if flags.ckpt:
         wanted = os.path.realpath(flags.ckpt)
         chosen = next((c for c in models.checkpoints if os.path.realpath(c.path) == wanted), None)
@@ -87,10 +121,11 @@ def preload_model(service: GenerationService) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    flags = parse_flags(flags_from_environment(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=getattr(logging, (flags.loglevel or "INFO").upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(message)s")
-    service = create_service(flags)
+    arguments = flags_from_environment(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    flags, settings, host = prepare(arguments)
+    logging.getLogger().setLevel(getattr(logging, (flags.loglevel or "INFO").upper(), logging.INFO))
+    service = create_service(flags, settings, host)
     if not flags.ui_debug_mode and not flags.skip_load_model_at_start:
         preload_model(service)
     serve(build_app(service, flags), flags)

@@ -153,7 +153,7 @@ def test_generate_in_browser_writes_png_with_infotext(tmp_path, tiny_checkpoint,
     finally:
         server.stop()
     log = server.log.read_text()
-    assert "not supported yet: --enable-insecure-extension-access, --theme" in log
+    assert "not supported yet: --theme" in log
     assert "xformers was asked for but it is not installed" in log  # --xformers acts: a clear fallback
     assert "ignoring unknown command-line arguments: --some-extension-flag" in log
 
@@ -287,3 +287,54 @@ def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(data_dir, browser
     api_job = re.search(r"Job #(\d+) api-job txt2img: 128x128, 40 steps, Euler, 1 image\(s\) in [\d.]+ s \([\d.]+ it/s\)\n", log)
     ui_job = re.search(r"Job #(\d+) \w+ txt2img: 128x128, 60 steps, DPM\+\+ 2M", log)
     assert api_job and ui_job and int(ui_job.group(1)) == int(api_job.group(1)) + 2 and api_job.end() < ui_job.start()
+
+
+def test_extensions_tab_script_setting_js_and_css_in_the_browser(data_dir, browser):
+    fixtures = Path(__file__).parent / "fixtures" / "extensions"
+    for name in ("always-key", "ui-bits", "broken"):
+        shutil.copytree(fixtures / name, data_dir / "extensions" / name)
+    server = Server(data_dir, "--api")
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#ui_bits_banner")).to_have_text("ui-bits banner", timeout=60_000)  # its JS ran
+        assert page.evaluate("document.body.dataset.uiBits") == "loaded:hello"  # with opts filled
+        assert page.evaluate("getComputedStyle(document.querySelector('#ui_bits_banner')).color") == "rgb(1, 2, 3)"
+        container = page.locator("#txt2img_script_container")
+        container.get_by_text("Always key").first.click()  # the always-on script's own section
+        expect(container.locator("#script_txt2img_always_key_enabled")).to_have_count(1)
+        page.click("#tab_ui_bits-button")
+        expect(page.locator("#ui_bits_hello")).to_contain_text("Hello from the ui-bits extension")
+        page.click("#tab_settings-button")
+        sections = page.locator("#settings_sections")
+        sections.get_by_role("button", name="More tabs").click()  # an extension's section comes last
+        sections.get_by_text("UI bits", exact=True).last.click()
+        greeting = page.locator("#setting_ui_bits_greeting textarea, #setting_ui_bits_greeting input").first
+        expect(greeting).to_have_value("hello")
+        greeting.fill("hi there")
+        page.click("#settings_submit")
+        expect(page.locator("#settings_result")).to_contain_text("1 settings changed")
+        assert json.loads((data_dir / "config.json").read_text())["ui_bits_greeting"] == "hi there"
+        page.click("#tab_extensions-button")
+        table = page.locator("#extensions_list")
+        expect(table).to_contain_text("RuntimeError: this extension is broken on purpose")
+        expect(table.locator("tr.extension-ok")).to_have_count(2)
+        page.locator("#extensions_enabled").get_by_label("always-key").uncheck()
+        page.click("#extensions_apply")  # saves the choice and restarts Hanga in place
+        expect(page.locator("#extensions_message")).to_contain_text("restarts now", timeout=30_000)
+        assert json.loads((data_dir / "config.json").read_text())["disabled_extensions"] == ["always-key"]
+        deadline = time.time() + 120
+        while server.log.read_text().count("Running on local URL") < 2 or not server.answers():  # started anew
+            assert time.time() < deadline, "Hanga did not come back after Apply and restart UI"
+            time.sleep(0.5)
+        page.goto(server.url)
+        expect(page.locator("#ui_bits_banner")).to_have_count(1, timeout=60_000)
+        expect(page.locator("#txt2img_script_container").get_by_text("Always key")).to_have_count(0)
+    finally:
+        server.stop()
+    restarted = Server(data_dir, "--api")  # the setting survives a restart
+    try:
+        reply = httpx.get(restarted.url + "/ui_bits/ping").json()
+        assert reply["greeting"] == "hi there"
+    finally:
+        restarted.stop()

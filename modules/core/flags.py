@@ -241,7 +241,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "xformers", "force_enable_xformers", "opt_split_attention", "opt_sub_quad_attention",
     "opt_split_attention_invokeai", "opt_split_attention_v1", "opt_sdp_attention", "opt_sdp_no_mem_attention",
     "disable_opt_split_attention", "compile", "api_log", "cors_allow_origins", "cors_allow_origins_regex",
-    "skip_load_model_at_start", "api_server_stop",
+    "skip_load_model_at_start", "api_server_stop", "disable_all_extensions", "disable_extra_extensions",
+    "enable_insecure_extension_access",
 })
 
 NOP: frozenset[str] = frozenset({

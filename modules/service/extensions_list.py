@@ -7,7 +7,7 @@ import configparser
 from pathlib import Path
 
 
-def _git_facts(folder: Path) -> dict[str, str]:
+def git_facts(folder: Path) -> dict[str, str]:
     git = folder / ".git"
     facts = {"remote": "", "branch": "", "commit_hash": ""}
     if not git.is_dir():
@@ -46,7 +46,7 @@ def list_extensions(folders: tuple[Path, ...]) -> list[dict]:
         if not parent.is_dir():
             continue
         for folder in sorted(path for path in parent.iterdir() if path.is_dir() and not path.name.startswith(".")):
-            facts = _git_facts(folder)
+            facts = git_facts(folder)
             found.append({"name": folder.name, **facts, "version": facts["commit_hash"][:8],
                           "commit_date": int(folder.stat().st_mtime)})
     return found

@@ -37,10 +37,12 @@ from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
+from modules.service.extensions.callbacks import Callbacks, ImageSaveParams
 from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
 from modules.service.queue import Job, JobQueue
 from modules.service.scripts.api import ScriptRegistry
 from modules.service.settings import Settings, SettingsView
+from modules.service.styles import StyleLibrary
 
 log = logging.getLogger("hanga")
 T = TypeVar("T")
@@ -76,7 +78,8 @@ class JobOutcome:
 
 class GenerationService:
     def __init__(self, paths: Paths, settings: Settings, models: ModelService, flags: ServiceFlags = ServiceFlags(),
-                 scripts: ScriptRegistry | None = None, hypernetworks: HypernetworkLibrary | None = None):
+                 scripts: ScriptRegistry | None = None, hypernetworks: HypernetworkLibrary | None = None,
+                 callbacks: Callbacks | None = None):
         self.paths = paths
         self.hypernetworks = hypernetworks or HypernetworkLibrary(
             paths.hypernetworks, models.memory, models.hashes, models.hashing, models.allow_unsafe)
@@ -88,6 +91,9 @@ class GenerationService:
         self.flags = flags
         self.state = JobState(console_bar=flags.console_progress)
         self.queue = JobQueue(lambda: self.settings.get("queue_limit"))
+        self.callbacks = callbacks or Callbacks()  # extensions' script_callbacks
+        self.styles = StyleLibrary(paths.styles_file)
+        self._announced_model: int | None = None
 
     # -- models ---------------------------------------------------------------------------------
     def select_checkpoint(self, title: str) -> LoadedModel:
@@ -103,34 +109,38 @@ class GenerationService:
     # -- jobs -----------------------------------------------------------------------------------
     def txt2img(self, request: Txt2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
                 restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> JobOutcome:
+                script: tuple[str, Sequence] | None = None, job_id: str | None = None,
+                alwayson: dict[str, Sequence] | None = None) -> JobOutcome:
         """Run a txt2img job; ``override_settings`` apply to this job only unless
         ``restore_afterwards`` is false (then they are saved, as in A1111). ``script`` is a
         (title, args) pair naming one of the Script dropdown's scripts and its control values."""
         return self.submit_txt2img(request, save_images, override_settings, restore_afterwards, on_progress, script,
-                                   job_id).result()
+                                   job_id, alwayson).result()
 
     def img2img(self, request: Img2ImgRequest, save_images: bool | None = None, override_settings: dict | None = None,
                 restore_afterwards: bool = True, on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> JobOutcome:
+                script: tuple[str, Sequence] | None = None, job_id: str | None = None,
+                alwayson: dict[str, Sequence] | None = None) -> JobOutcome:
         """img2img, sketch and inpainting; the same contract as ``txt2img``."""
         return self.submit_img2img(request, save_images, override_settings, restore_afterwards, on_progress, script,
-                                   job_id).result()
+                                   job_id, alwayson).result()
 
     def submit_txt2img(self, request: Txt2ImgRequest, save_images: bool | None = None,
                        override_settings: dict | None = None, restore_afterwards: bool = True,
                        on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                       script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> Job:
+                       script: tuple[str, Sequence] | None = None, job_id: str | None = None,
+                       alwayson: dict[str, Sequence] | None = None) -> Job:
         """Queue a txt2img job and return at once; the request is checked before it is queued."""
         return self._job(request, False, save_images, override_settings, restore_afterwards, on_progress, script,
-                         job_id=job_id)
+                         job_id=job_id, alwayson=alwayson)
 
     def submit_img2img(self, request: Img2ImgRequest, save_images: bool | None = None,
                        override_settings: dict | None = None, restore_afterwards: bool = True,
                        on_progress: Callable[[ProgressSnapshot], None] | None = None,
-                       script: tuple[str, Sequence] | None = None, job_id: str | None = None) -> Job:
+                       script: tuple[str, Sequence] | None = None, job_id: str | None = None,
+                       alwayson: dict[str, Sequence] | None = None) -> Job:
         return self._job(request, True, save_images, override_settings, restore_afterwards, on_progress, script,
-                         job_id=job_id)
+                         job_id=job_id, alwayson=alwayson)
 
     def upscale_image(self, request: Txt2ImgRequest, image, infotext: str = "", save_images: bool | None = None,
                       on_progress: Callable[[ProgressSnapshot], None] | None = None) -> JobOutcome:
@@ -158,16 +168,17 @@ class GenerationService:
         return self.queue.cancel(job_id)
 
     def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script,
-             first_pass_image=None, job_id: str | None = None) -> Job:
+             first_pass_image=None, job_id: str | None = None, alwayson: dict[str, Sequence] | None = None) -> Job:
         request = request.validate()
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
+        always = self._always_on(is_img2img, alwayson)
         tab = "img2img" if is_img2img else "txt2img"
         self.settings.with_overrides(override_settings)  # bad overrides are refused before queueing
         self._check_checkpoints(request, override_settings)
 
         def work(job: Job) -> JobOutcome:
             return self._run_job(job, request, is_img2img, chosen, tab, save_images, override_settings,
-                                 restore_afterwards, on_progress, script, first_pass_image)
+                                 restore_afterwards, on_progress, script, first_pass_image, always)
 
         return self.queue.submit(tab, work, request, job_id)
 
@@ -182,8 +193,38 @@ class GenerationService:
                 raise InvalidRequest(field, f"checkpoint {name!r} not found; available: "
                                             f"{', '.join(self.models.titles()) or 'none'}")
 
+    def _always_on(self, is_img2img: bool, given: dict[str, Sequence] | None) -> list[tuple[object, list]]:
+        """The tab's always-on scripts with their arguments: those ``given`` by title (any case),
+        else the script's defaults. A title no always-on script has is the caller's mistake."""
+        scripts = self.scripts.always_on(is_img2img)
+        by_title = {script.title().lower(): script for script in scripts}
+        given = {title.strip().lower(): args for title, args in (given or {}).items()}
+        unknown = sorted(set(given) - set(by_title))
+        if unknown:
+            raise InvalidRequest("alwayson_scripts", f"always-on script(s) {', '.join(map(repr, unknown))} not found; "
+                                                     f"available: {', '.join(sorted(by_title)) or 'none'}")
+        chosen = []
+        for title, script in by_title.items():
+            if title in given:
+                args = list(given[title])
+            else:
+                defaults = getattr(script, "default_args", None)
+                args = list(defaults(is_img2img)) if callable(defaults) else []
+            chosen.append((script, args))
+        return chosen
+
+    def _hooks(self, always: list[tuple[object, list]], hook: str, *leading) -> None:
+        """One always-on hook of every script; a script that raises is reported and skipped."""
+        for script, args in always:
+            try:
+                getattr(script, hook)(*leading, *args)
+            except InvalidRequest:
+                raise
+            except Exception:  # noqa: BLE001 - one extension's bug must not fail the job
+                log.exception("Script %r failed in %s", script.title(), hook)
+
     def _run_job(self, job: Job, request, is_img2img: bool, chosen, tab: str, save_images, override_settings,
-                 restore_afterwards, on_progress, script, first_pass_image) -> JobOutcome:
+                 restore_afterwards, on_progress, script, first_pass_image, always=()) -> JobOutcome:
         runs: list[tuple[GenerationResult, LoadedModel, SettingsView]] = []
 
         def runner(p: Processing) -> Processed:
@@ -209,9 +250,12 @@ class GenerationService:
         clock = time.perf_counter()
         self.state.begin(tab, on_progress, job_id=job.id, preview=self._preview_plan(base))
         try:
+            self._hooks(always, "before_process", p)
+            self._hooks(always, "process", p)
             processed = self._run_script(chosen, p, script[1]) if chosen is not None else None
             if processed is None:
                 processed = runner(p)
+            self._hooks(always, "postprocess", p, processed)
             steps_done = self.state.snapshot().steps_done
         finally:
             self.state.end()
@@ -255,6 +299,9 @@ class GenerationService:
     def _ready(self, checkpoint: str | None, settings: SettingsView) -> LoadedModel:
         """The checkpoint loaded, with the VAE the settings resolve to for it in place."""
         loaded = self.models.ensure_loaded(checkpoint, self._residency(settings))
+        if self._announced_model != id(loaded.model):
+            self._announced_model = id(loaded.model)
+            self.callbacks.call("model_loaded", loaded.model)
         choice = self.flags.attention or settings.get("cross_attention_optimization")
         if loaded.attention != choice:
             backend = apply_attention(loaded.model.unet, choice, loaded.model.device)
@@ -316,7 +363,10 @@ class GenerationService:
         request = p.request
 
         def on_image(image: GeneratedImage) -> None:
-            saved.append(self._save(image, request, settings, tab) if save and not image.incomplete else None)
+            path = self._save(image, request, settings, tab) if save and not image.incomplete else None
+            saved.append(path)
+            if path is not None and self.callbacks.count("image_saved"):
+                self.callbacks.call("image_saved", ImageSaveParams(image.image, p, str(path), {"parameters": image.infotext}))
 
         options = self.generation_options(settings)
         embeddings = self.embeddings.for_width(loaded.model.text_width)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from modules.core.atomic import keep_aside, write_json
-from modules.service.settings_schema import SCHEMA, InvalidSetting, Setting
+from modules.service.settings_schema import SCHEMA, SECTIONS, InvalidSetting, Setting
 
 log = logging.getLogger("hanga")
 
@@ -25,6 +25,7 @@ class Settings:
     def __init__(self, path: Path | None, schema: Iterable[Setting] | None = None):
         self.path = path
         self.schema = {setting.key: setting for setting in (SCHEMA if schema is None else schema)}
+        self.sections: dict[str, str] = dict(SECTIONS)  # section id → title, in page order
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {}
         if path is not None:
@@ -52,6 +53,19 @@ class Settings:
             except InvalidSetting as error:
                 log.warning("config.json: ignoring %s", error)
         return values
+
+    def register(self, setting: Setting, section_title: str | None = None) -> None:
+        """Add a setting at run time (an extension's option); a stored value of it is checked now."""
+        if section_title and setting.section not in self.sections:
+            self.sections[setting.section] = section_title
+        with self._lock:
+            self.schema[setting.key] = setting
+            if setting.key in self._values:
+                try:
+                    self._values[setting.key] = setting.validate(self._values[setting.key])
+                except InvalidSetting as error:
+                    log.warning("config.json: ignoring %s", error)
+                    del self._values[setting.key]
 
     def get(self, key: str) -> Any:
         with self._lock:

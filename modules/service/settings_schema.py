@@ -24,8 +24,11 @@ class Setting:
     maximum: float | None = None
     step: float | None = None
     infotext: str | None = None  # the infotext key that carries this setting ("Clip skip")
+    typed: bool = True  # False for an extension's option whose default says nothing of its type
 
     def validate(self, value: Any) -> Any:
+        if not self.typed:
+            return value
         expected = type(self.default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -59,6 +62,7 @@ SECTIONS: dict[str, str] = {
     "ui-alternatives": "UI alternatives",
     "live-previews": "Live previews",
     "api": "API",
+    "extensions": "Extensions",
 }
 
 _S = Setting
@@ -172,7 +176,9 @@ SCHEMA: tuple[Setting, ...] = (
        "Full: the VAE, slower)", "live-previews", choices=("Approx cheap", "Full")),
     _S("queue_limit", 100, "Most jobs that may wait in the queue (UI and API together); more are refused", "api",
        minimum=1, maximum=10000, step=1),
-    _S("disabled_extensions", [], "Disabled extensions (by folder name)", "api"),
+    _S("disabled_extensions", [], "Disabled extensions (by folder name)", "extensions"),
+    _S("disable_all_extensions", "none", "Disable all extensions (keeps the list of enabled ones)", "extensions",
+       choices=("none", "extra", "all")),
     _S("api_enable_requests", False, "Allow http:// and https:// URLs for input images in the API", "api"),
     _S("api_forbid_local_requests", True, "Forbid URLs to local and private addresses", "api"),
 )

@@ -6,7 +6,8 @@ import gradio as gr
 
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
-from modules.ui import img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.service.sysinfo import sysinfo
+from modules.ui import extensions_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab, ui_config
 from modules.ui import gallery_tab
 from modules.ui.common import infotext_at, open_picture, picture_at
 
@@ -94,13 +95,28 @@ def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_ta
                              queue=False)
 
 
-def build_ui(service: GenerationService) -> gr.Blocks:
+def _extension_tabs(service: GenerationService) -> list[tuple]:
+    """``on_ui_tabs`` results, built before the page (A1111 renders them into tabs later)."""
+    callbacks = service.callbacks
+    callbacks.call("before_ui")
+    tabs = []
+    for result in callbacks.call("ui_tabs"):
+        for entry in result or ():
+            if isinstance(entry, (tuple, list)) and len(entry) >= 3 and isinstance(entry[0], gr.Blocks):
+                tabs.append(tuple(entry[:3]))
+    return tabs
+
+
+def build_ui(service: GenerationService, extension_access: bool = True, flags=None) -> gr.Blocks:
+    """The page; ``extension_access`` False refuses the Extensions tab's actions (a server
+    reachable from other machines without --enable-insecure-extension-access)."""
+    extension_tabs = _extension_tabs(service)
     with gr.Blocks(title="Hanga", analytics_enabled=False) as demo:
         _, checkpoint = _quicksettings(service)
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as txt2img_block:
                 txt2img = txt2img_tab.build(service)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as img2img_block:
                 img2img = img2img_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = pnginfo_tab.build(tabs, txt2img.controls, service)
@@ -108,8 +124,16 @@ def build_ui(service: GenerationService) -> gr.Blocks:
                 gallery_tab.build(gallery, tabs, txt2img.controls, img2img, service)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.build(service)
+            for blocks, title, elem_id in extension_tabs:
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                    blocks.render()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_tab.build(service.settings)
+                settings_tab.build(service.settings, sysinfo=lambda: sysinfo(service, flags),
+                                   reload_ui=extensions_tab.restart_process if extension_access else None)
+            if getattr(service, "extensions", None) is not None:
+                with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                    extensions_tab.build(service, extension_access)
+        ui_config.apply(service.paths.data / "ui-config.json", {"txt2img": txt2img_block, "img2img": img2img_block})
         _wire_send_to(service, tabs, txt2img, img2img, pnginfo)
         _follow_checkpoint_cards(service, checkpoint, txt2img, img2img)
     return demo

@@ -190,6 +190,49 @@ def preview_outputs(picture: Image.Image) -> tuple:
     return [(picture, "Preview")], gr.skip(), gr.skip(), gr.skip()
 
 
+def style_controls(service: GenerationService, tab: str) -> gr.Dropdown:
+    """The Styles picker (applied to the prompts when generating) and an editor that saves to
+    ``styles.csv`` (the old file kept as ``styles.csv.bak``)."""
+    names = service.styles.names()
+    with gr.Row(elem_id=f"{tab}_styles_row"):
+        chosen = gr.Dropdown(names, value=[], multiselect=True, label="Styles", elem_id=f"{tab}_styles", scale=4)
+        refresh = gr.Button("🔄", elem_id=f"{tab}_styles_refresh", elem_classes=["refresh"], scale=0)
+    with gr.Accordion("Edit styles", open=False, elem_id=f"{tab}_styles_edit"):
+        name = gr.Dropdown(names, value=None, allow_custom_value=True, label="Style", elem_id=f"{tab}_edit_style_name")
+        prompt = gr.Textbox(label="Prompt ({prompt} marks where the prompt goes)", lines=2,
+                            elem_id=f"{tab}_edit_style_prompt")
+        negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_edit_style_negative")
+        with gr.Row():
+            save = gr.Button("Save", elem_id=f"{tab}_edit_style_save")
+            delete = gr.Button("Delete", elem_id=f"{tab}_edit_style_delete")
+
+    def choices(selected=None):
+        current = service.styles.names()
+        return (gr.Dropdown(choices=current, value=[n for n in (selected or []) if n in current]),
+                gr.Dropdown(choices=current))
+
+    def show(style_name: str | None):
+        style = service.styles.all().get(style_name or "")
+        return (style.prompt, style.negative_prompt) if style else (gr.skip(), gr.skip())
+
+    def store(style_name: str | None, style_prompt: str, style_negative: str, selected: list):
+        try:
+            service.styles.save(style_name or "", style_prompt, style_negative)
+        except InvalidRequest as error:
+            raise gr.Error(str(error)) from None
+        return choices(selected)
+
+    def remove(style_name: str | None, selected: list):
+        service.styles.delete(style_name or "")
+        return (*choices(selected), "", "")
+
+    refresh.click(lambda selected: choices(selected), chosen, [chosen, name], queue=False)
+    name.change(show, name, [prompt, negative], queue=False, show_progress="hidden")
+    save.click(store, [name, prompt, negative, chosen], [chosen, name], queue=False)
+    delete.click(remove, [name, chosen], [chosen, name, prompt, negative], queue=False)
+    return chosen
+
+
 def without_seed_extras(chosen: dict, extras_on: bool) -> dict:
     """A1111: without "Extra", variation seed and seed resize are not used."""
     if not extras_on:

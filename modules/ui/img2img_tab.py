@@ -18,7 +18,7 @@ from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, output_panel,
-    override_dropdown, SessionJobs, stream_job, watch_progress, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
+    override_dropdown, SessionJobs, stream_job, style_controls, watch_progress, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
 
@@ -277,6 +277,7 @@ def _wire_preview(pictures: list, mode: gr.State, sizes: gr.State, scale: gr.Sli
 def build(service: GenerationService) -> Img2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB, interrogate=True)
+    styles = style_controls(service, TAB)
     extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     mode, scale_tab, sizes = gr.State(IMG2IMG), gr.State(0), gr.State({})
     with gr.Row():
@@ -314,14 +315,14 @@ def build(service: GenerationService) -> Img2ImgTab:
         tab.select(lambda i=index: i, None, scale_tab, queue=False, show_progress="hidden")
 
     field_count = len(fields)
-    extra_inputs = [seeds.seed_extras, overrides, mode, *pictures, parts["upload_mask"], mask_alpha, scale_tab, scale,
+    extra_inputs = [seeds.seed_extras, overrides, styles, mode, *pictures, parts["upload_mask"], mask_alpha, scale_tab, scale,
                     parts["batch_input"], parts["batch_output"], parts["batch_masks"], parts["batch_use_png_info"],
                     parts["batch_png_info_dir"], parts["batch_png_info_props"]]
 
     def run(session: gr.Request, *values, progress=gr.Progress()):
         field_values, extra = values[:field_count], values[field_count:field_count + len(extra_inputs)]
         script_values = values[field_count + len(extra_inputs):]
-        (extras_on, override_entries, current_mode, *pictures_values, upload_mask, alpha, resize_tab, factor,
+        (extras_on, override_entries, chosen_styles, current_mode, *pictures_values, upload_mask, alpha, resize_tab, factor,
          batch_input, batch_output, batch_masks, use_png_info, png_info_dir, png_info_props) = extra
         chosen = without_seed_extras(controls.values(field_values), extras_on)
         chosen["initial_noise_multiplier"] = service.settings.get("initial_noise_multiplier")
@@ -329,7 +330,9 @@ def build(service: GenerationService) -> Img2ImgTab:
         try:
             override_settings = service.overrides_from_entries(override_entries)
             script = scripts.script_arg(script_values)
-            request = img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by)
+            request = service.styles.apply(
+                img2img_request(chosen, current_mode, pictures_values, upload_mask, float(alpha or 0), scale_by),
+                chosen_styles)
             if current_mode == BATCH:
                 png_info = PngInfoUse(tuple(png_info_props or ()), png_info_dir or "") if use_png_info else None
                 outcomes = watch_progress(service, progress, lambda: img2img_batch(
@@ -337,7 +340,8 @@ def build(service: GenerationService) -> Img2ImgTab:
                     override_settings, None, script, png_info))
                 yield combined_gallery_outputs(outcomes)
                 return
-            job = service.submit_img2img(request, override_settings=override_settings, script=script)
+            job = service.submit_img2img(request, override_settings=override_settings, script=script,
+                                         alwayson=scripts.alwayson_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
         yield from stream_job(service, jobs, session, job, progress)

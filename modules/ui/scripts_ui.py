@@ -4,7 +4,7 @@ the service as ``script=(title, [values in order])``, as A1111's ``script_args``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import gradio as gr
@@ -55,10 +55,23 @@ class ScriptControls:
     titles: list[str]
     groups: list[gr.Group]
     controls: list[list[gr.components.Component]]  # per title, in the script's order
+    always_titles: list[str] = field(default_factory=list)  # the always-on scripts
+    always_controls: list[list[gr.components.Component]] = field(default_factory=list)
 
     def inputs(self) -> list:
-        """The dropdown, then every script's controls: the handler's trailing inputs."""
-        return [self.dropdown, *(component for group in self.controls for component in group)]
+        """The dropdown, every selectable script's controls, then the always-on scripts' controls:
+        the handler's trailing inputs."""
+        return [self.dropdown, *(c for group in self.controls for c in group),
+                *(c for group in self.always_controls for c in group)]
+
+    def alwayson_arg(self, values: Sequence) -> dict[str, list]:
+        """Each always-on script's control values (from the values of ``inputs()``), by title."""
+        start = 1 + sum(len(group) for group in self.controls)
+        chosen = {}
+        for title, group in zip(self.always_titles, self.always_controls):
+            chosen[title] = list(values[start:start + len(group)])
+            start += len(group)
+        return chosen
 
     def script_arg(self, values: Sequence) -> tuple[str, list] | None:
         """``(title, args)`` for the service from the values of ``inputs()``; None for "None"."""
@@ -71,18 +84,31 @@ class ScriptControls:
 
 
 def build(registry: api.ScriptRegistry, is_img2img: bool) -> ScriptControls:
-    shown = [script for script in registry.scripts if script.show(is_img2img)]
-    titles = [script.title() for script in shown]
-    dropdown = gr.Dropdown([NONE, *titles], value=NONE, label="Script", elem_id="script_list")
-    groups, controls = [], []
-    for script in shown:
-        with gr.Group(visible=False) as group:
-            controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
-        groups.append(group)
+    """Inside ``<tab>_script_container``: the always-on scripts' sections, then the Script dropdown
+    with each selectable script's controls (A1111's layout)."""
+    tab = "img2img" if is_img2img else "txt2img"
+    with gr.Column(elem_id=f"{tab}_script_container"):
+        always = registry.always_on(is_img2img)
+        always_controls = []
+        for script in always:
+            with gr.Group(elem_id=f"{tab}_script_{_slug(script.title())}"):
+                always_controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
+        shown = registry.selectable(is_img2img)
+        titles = [script.title() for script in shown]
+        dropdown = gr.Dropdown([NONE, *titles], value=NONE, label="Script", elem_id="script_list")
+        groups, controls = [], []
+        for script in shown:
+            with gr.Group(visible=False) as group:
+                controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
+            groups.append(group)
 
     def choose(title: str):
         return [gr.Group(visible=title == name) for name in titles]
 
     if groups:
         dropdown.change(choose, dropdown, groups, queue=False, show_progress="hidden")
-    return ScriptControls(dropdown, titles, groups, controls)
+    return ScriptControls(dropdown, titles, groups, controls, [script.title() for script in always], always_controls)
+
+
+def _slug(title: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in title.lower()).strip("_")

@@ -9,11 +9,14 @@ import socket
 
 import gradio as gr
 import uvicorn
-from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
+from pathlib import Path
 
-from modules.core.flags import server_name, server_port
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, RedirectResponse
+from starlette.routing import Mount
+
+from modules.core.flags import is_non_local, server_name, server_port
 from modules.service.api.auth import basic_auth_dependency, parse_credentials
 from modules.service.api.endpoints import create_api, task_progress_of
 from modules.service.api.models import TaskProgressBody, TaskProgressResponse
@@ -21,6 +24,7 @@ from modules.service.api.routes import API_PREFIX
 from modules.service.gallery import thumbnails_dir
 from modules.service.generation import GenerationService
 from modules.ui.app import CSS, build_ui
+from modules.ui.extension_assets import head_html, servable_roots
 
 log = logging.getLogger("hanga")
 
@@ -42,16 +46,53 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
     _add_cors(app, flags)
     if not flags.nowebui:
         ui_auth = _gradio_credentials(flags)
+        host = getattr(service, "extensions", None)
+        folders = [extension.path for extension in host.active] if host is not None else []
+        _add_file_route(app, servable_roots(service.paths, folders), service.paths.install)
+        demo = build_ui(service, extension_access=extension_actions_allowed(flags), flags=flags)
         app = gr.mount_gradio_app(
             app,
-            build_ui(service),
+            demo,
             path="",
             auth=ui_auth or None,
             allowed_paths=[str(service.paths.outputs), str(thumbnails_dir(service.paths))],
             css=CSS,
+            head=head_html(service.paths, folders, service.settings.data()),
             footer_links=["api"] if flags.api else [],
         )
+        service.callbacks.call("app_started", demo, app)
+        _page_last(app)
     return app
+
+
+def extension_actions_allowed(flags: argparse.Namespace) -> bool:
+    """A1111's gate: installing or switching extensions runs code, so a server reachable from other
+    machines refuses it unless --enable-insecure-extension-access."""
+    return not is_non_local(flags) or bool(flags.enable_insecure_extension_access)
+
+
+def _page_last(app: FastAPI) -> None:
+    """The page is mounted at the root and would answer every path: keep it behind the routes
+    extensions added in ``on_app_started``."""
+    page = [route for route in app.router.routes if isinstance(route, Mount) and route.path == ""]
+    for route in page:
+        app.router.routes.remove(route)
+        app.router.routes.append(route)
+
+
+def _add_file_route(app: FastAPI, roots: list[Path], base: Path) -> None:
+    """A1111's ``/file=<path>``: extensions' scripts, styles and data. A relative path resolves
+    against the install folder; only files under ``roots`` are served (no traversal)."""
+    resolved_roots = [root.resolve() for root in roots]
+
+    def serve_file(path: str):
+        wanted = Path(path)
+        target = (wanted if wanted.is_absolute() else base / wanted).resolve()
+        if not target.is_file() or not any(target == root or target.is_relative_to(root) for root in resolved_roots):
+            raise HTTPException(404, "not found")
+        return FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+    app.add_api_route("/file={path:path}", serve_file, methods=["GET"], include_in_schema=False)
 
 
 def _add_cors(app: FastAPI, flags: argparse.Namespace) -> None:

@@ -4,11 +4,16 @@ validates and saves the changed ones (the same ``Settings.set`` the API's /optio
 from __future__ import annotations
 
 import html
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 
 from modules.service.settings import Settings
-from modules.service.settings_schema import SECTIONS, InvalidSetting, Setting
+from modules.service.settings_schema import InvalidSetting, Setting
 
 HIDDEN = {"sd_model_checkpoint"}  # shown in the quicksettings bar instead
 
@@ -30,24 +35,41 @@ def _component(setting: Setting, value) -> gr.components.Component:
     return gr.Textbox(**common)
 
 
-def build(settings: Settings) -> None:
+def defaults_html(settings: Settings) -> str:
+    """The Defaults view: each setting whose value differs from its default."""
+    rows = [f"<tr><td>{html.escape(s.label)}</td><td><code>{html.escape(s.key)}</code></td>"
+            f"<td>{html.escape(repr(s.default))}</td><td>{html.escape(repr(settings.get(s.key)))}</td></tr>"
+            for s in settings.schema.values() if settings.get(s.key) != s.default]
+    if not rows:
+        return "<p>Every setting has its default value.</p>"
+    return ("<table id='settings_defaults_table'><tr><th>Setting</th><th>Key</th><th>Default</th><th>Now</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
+          reload_ui: Callable[[], None] | None = None) -> None:
     shown = [s for s in settings.schema.values() if s.key not in HIDDEN]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
+        reload = gr.Button("Reload UI", elem_id="settings_restart_gradio", visible=reload_ui is not None)
+        download = gr.DownloadButton("Download system info", elem_id="settings_sysinfo", visible=sysinfo is not None)
     result = gr.HTML(elem_id="settings_result")
-    components = []
+    with gr.Accordion("Defaults: settings that differ from their default", open=False, elem_id="settings_defaults"):
+        defaults = gr.HTML(defaults_html(settings), elem_id="settings_defaults_view")
+    components, rendered = [], []
     with gr.Tabs(elem_id="settings_sections"):
-        for section, title in SECTIONS.items():
+        for section, title in settings.sections.items():  # Hanga's sections, then the extensions'
             members = [s for s in shown if s.section == section]
             if not members:
                 continue
             with gr.Tab(title, elem_id=f"settings_{section}"):
                 for setting in members:
                     components.append(_component(setting, settings.get(setting.key)))
+                    rendered.append(setting)
 
     def save(*values):
         changed, errors = [], []
-        for setting, value in zip(shown, values):
+        for setting, value in zip(rendered, values):
             if isinstance(setting.default, int) and not isinstance(setting.default, bool) and isinstance(value, float) and value.is_integer():
                 value = int(value)
             if value == settings.get(setting.key):
@@ -61,4 +83,19 @@ def build(settings: Settings) -> None:
         parts += [f"<span class='error'>{html.escape(e)}</span>" for e in errors]
         return "<br>".join(parts)
 
-    apply.click(save, components, result)
+    apply.click(save, components, result).then(lambda: defaults_html(settings), None, defaults, queue=False)
+
+    if sysinfo is not None:
+        def write_sysinfo() -> str:
+            folder = Path(tempfile.mkdtemp(prefix="hanga-sysinfo-"))
+            path = folder / f"sysinfo-{time.strftime('%Y-%m-%d-%H-%M')}.json"
+            path.write_text(json.dumps(sysinfo(), indent=2, default=str), encoding="utf-8")
+            return str(path)
+
+        download.click(write_sysinfo, None, download)
+    if reload_ui is not None:
+        def restart() -> str:
+            reload_ui()
+            return "Reloading… this page comes back in a few seconds."
+
+        reload.click(restart, None, result).then(None, None, None, js="() => setTimeout(() => location.reload(), 8000)")

@@ -15,7 +15,7 @@ from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
     USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
-    output_panel, override_dropdown, picture_at, SessionJobs, follow_job, stream_job, prompt_row, sampler_controls, refiner_controls, seed_controls,
+    output_panel, override_dropdown, picture_at, SessionJobs, follow_job, stream_job, style_controls, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
 
@@ -103,6 +103,7 @@ def _wire_hires(fields: dict, accordion: gr.Accordion, resolution: gr.HTML) -> N
 def build(service: GenerationService) -> Txt2ImgTab:
     fields: dict[str, gr.components.Component] = {}
     row = prompt_row(fields, TAB)
+    styles = style_controls(service, TAB)
     extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     with gr.Row():
         with gr.Column(scale=1):
@@ -130,21 +131,22 @@ def build(service: GenerationService) -> Txt2ImgTab:
     field_count = len(fields)
 
     def request_from(values) -> tuple[Txt2ImgRequest, list, tuple]:
-        field_values, (extras_on, override_entries), script_values = (
-            values[:field_count], values[field_count:field_count + 2], values[field_count + 2:])
+        field_values, (extras_on, override_entries, chosen_styles), script_values = (
+            values[:field_count], values[field_count:field_count + 3], values[field_count + 3:])
         chosen = hires_request_values(without_seed_extras(controls.values(field_values), extras_on))
-        return Txt2ImgRequest(**chosen), override_entries, script_values
+        return service.styles.apply(Txt2ImgRequest(**chosen), chosen_styles), override_entries, script_values
 
     def run(session: gr.Request, *values, progress=gr.Progress()):
         request, override_entries, script_values = request_from(values)
         try:
             job = service.submit_txt2img(request, override_settings=service.overrides_from_entries(override_entries),
-                                         script=scripts.script_arg(script_values))
+                                         script=scripts.script_arg(script_values),
+                                         alwayson=scripts.alwayson_arg(script_values))
         except USER_ERRORS as error:
             raise gr.Error(str(error)) from None
         yield from stream_job(service, jobs, session, job, progress)
 
-    inputs = [*fields.values(), seeds.seed_extras, overrides, *scripts.inputs()]
+    inputs = [*fields.values(), seeds.seed_extras, overrides, styles, *scripts.inputs()]
     row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
     fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)
 

@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Callable
 
 import psutil
@@ -22,7 +21,6 @@ from modules.core.infotext import parse_infotext
 from modules.core.png_meta import read_infotext
 from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
-from modules.core.styles import apply_styles, read_styles
 from modules.service.api.images import UrlPolicy, decode_image, encode_png
 from modules.service.api.models import (
     EmbeddingItem, EmbeddingsResponse, ExtensionItem, ExtrasBatchBody, ExtrasBatchResponse, ExtrasImageResponse,
@@ -92,9 +90,6 @@ def generation_routes(service: GenerationService) -> APIRouter:
     routes = Routes()
 
     def prepared(body: Txt2ImgBody) -> Txt2ImgBody:
-        if body.alwayson_scripts:
-            names = ", ".join(map(repr, body.alwayson_scripts))
-            raise InvalidRequest("alwayson_scripts", f"always-on script(s) {names} not found; none are installed")
         if body.infotext:
             pasted = service.paste(body.infotext)
             chosen = {name: value for name, value in pasted.fields.items()
@@ -104,12 +99,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
         return body
 
     def styled(body: Txt2ImgBody, request):
-        if not body.styles:
-            return request
-        known = read_styles(service.paths.styles_file)
-        chosen = [known[name] for name in body.styles if name in known]  # unknown names are ignored, as in A1111
-        prompt, negative = apply_styles(request.prompt, request.negative_prompt, chosen)
-        return replace(request, prompt=prompt, negative_prompt=negative)
+        return service.styles.apply(request, body.styles)
 
     def respond(body: Txt2ImgBody, outcome: JobOutcome, parameters: dict) -> dict:
         settings = service.settings.with_overrides(body.override_settings)
@@ -123,6 +113,16 @@ def generation_routes(service: GenerationService) -> APIRouter:
     def script(body: Txt2ImgBody):
         return (body.script_name, list(body.script_args)) if body.script_name else None
 
+    def alwayson(body: Txt2ImgBody) -> dict[str, list]:
+        """``{"<title>": {"args": [...]}}`` (A1111's shape; a bare list is accepted too)."""
+        chosen = {}
+        for title, value in (body.alwayson_scripts or {}).items():
+            args = value.get("args", []) if isinstance(value, dict) else value
+            if not isinstance(args, list):
+                raise InvalidRequest(f"alwayson_scripts.{title}.args", "must be a list")
+            chosen[title] = args
+        return chosen
+
     @routes.post("/txt2img", response_model=TextToImageResponse)
     def txt2img(body: Txt2ImgBody) -> TextToImageResponse:
         body = prepared(body)
@@ -133,6 +133,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
             restore_afterwards=body.override_settings_restore_afterwards,
             script=script(body),
             job_id=body.force_task_id,
+            alwayson=alwayson(body),
         )
         return TextToImageResponse(**respond(body, outcome, body.model_dump()))
 
@@ -150,6 +151,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
             restore_afterwards=body.override_settings_restore_afterwards,
             script=script(body),
             job_id=body.force_task_id,
+            alwayson=alwayson(body),
         )
         parameters = body.model_dump()
         if not body.include_init_images:  # A1111 leaves the (large) inputs out of the echo
@@ -374,7 +376,7 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
     @routes.get("/prompt-styles", response_model=list[StyleItem])
     def prompt_styles() -> list[StyleItem]:
         return [StyleItem(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt)
-                for s in read_styles(service.paths.styles_file).values()]
+                for s in service.styles.all().values()]
 
     @routes.get("/face-restorers")
     def face_restorers() -> list:
@@ -427,10 +429,10 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
     def script_info() -> list[ScriptInfo]:
         found = []
         for is_img2img in (False, True):
-            for script in service.scripts.scripts:
-                if script.show(is_img2img):
-                    found.append(ScriptInfo(name=script.title().lower(), is_alwayson=False, is_img2img=is_img2img,
-                                            args=[_script_arg(control) for control in script.ui(is_img2img)]))
+            for always, scripts in ((False, service.scripts.selectable(is_img2img)), (True, service.scripts.always_on(is_img2img))):
+                for script in scripts:
+                    found.append(ScriptInfo(name=script.title().lower(), is_alwayson=always, is_img2img=is_img2img,
+                                            args=[_script_arg(control) for control in _controls(script, is_img2img)]))
         return found
 
     if flags is not None and getattr(flags, "api_server_stop", False):
@@ -471,7 +473,17 @@ def _sampler_options(info) -> dict[str, Any]:
     return options
 
 
+def _controls(script, is_img2img: bool) -> list:
+    """A script's control specs; an extension's Gradio controls are described by its defaults."""
+    defaults = getattr(script, "default_args", None)
+    if callable(defaults):
+        return [ScriptArg(value=value) for value in defaults(is_img2img)]
+    return script.ui(is_img2img) or []
+
+
 def _script_arg(control) -> ScriptArg:
+    if isinstance(control, ScriptArg):
+        return control
     choices = getattr(control, "choices", None)
     return ScriptArg(label=getattr(control, "label", None), value=getattr(control, "value", None),
                      minimum=getattr(control, "minimum", None), maximum=getattr(control, "maximum", None),

@@ -73,13 +73,30 @@ class File(Control):
     file_types: tuple = ()
 
 
+class _AlwaysVisible:
+    """What ``show`` returns for an always-on script: its controls always show, and its hooks run
+    in every job of the tab (A1111's ``scripts.AlwaysVisible``)."""
+
+    def __repr__(self) -> str:
+        return "AlwaysVisible"
+
+
+ALWAYS_VISIBLE = _AlwaysVisible()
+
+
 class Script:
-    """Subclass and override; the defaults mirror A1111's."""
+    """Subclass and override; the defaults mirror A1111's. A selectable script (``show`` True)
+    implements ``run``; an always-on one (``show`` returns ``ALWAYS_VISIBLE``) implements hooks
+    called around every job with its own control values: ``before_process``, ``process``
+    (before sampling) and ``postprocess`` (after, with the ``Processed``)."""
+
+    # A1111's scripts get one instance per tab; None here means "one instance serves both".
+    tab_is_img2img: bool | None = None
 
     def title(self) -> str:
         raise NotImplementedError
 
-    def show(self, is_img2img: bool) -> bool:
+    def show(self, is_img2img: bool) -> bool | _AlwaysVisible:
         return True
 
     def ui(self, is_img2img: bool) -> list:
@@ -87,6 +104,15 @@ class Script:
 
     def run(self, p: Processing, *args) -> Processed | None:
         return None
+
+    def before_process(self, p: Processing, *args) -> None:
+        pass
+
+    def process(self, p: Processing, *args) -> None:
+        pass
+
+    def postprocess(self, p: Processing, processed: Processed, *args) -> None:
+        pass
 
 
 @dataclass
@@ -96,12 +122,22 @@ class ScriptRegistry:
 
     scripts: list[Script] = field(default_factory=list)
 
+    def selectable(self, is_img2img: bool) -> list[Script]:
+        """The Script dropdown's scripts for a tab."""
+        return [script for script in self._of_tab(is_img2img) if script.show(is_img2img) is True]
+
+    def always_on(self, is_img2img: bool) -> list[Script]:
+        return [script for script in self._of_tab(is_img2img) if script.show(is_img2img) is ALWAYS_VISIBLE]
+
+    def _of_tab(self, is_img2img: bool) -> list[Script]:
+        return [script for script in self.scripts if script.tab_is_img2img in (None, is_img2img)]
+
     def titles(self, is_img2img: bool) -> list[str]:
-        return [script.title() for script in self.scripts if script.show(is_img2img)]
+        return [script.title() for script in self.selectable(is_img2img)]
 
     def select(self, title: str, is_img2img: bool) -> Script:
-        for script in self.scripts:
-            if script.show(is_img2img) and script.title().lower() == title.strip().lower():
+        for script in self.selectable(is_img2img):
+            if script.title().lower() == title.strip().lower():
                 return script
         raise InvalidRequest("script_name", f"script {title!r} does not exist; available: "
                                             f"{', '.join(self.titles(is_img2img)) or 'none'}")

@@ -1,0 +1,62 @@
+"""``script_callbacks`` registrations: callbacks by event name, each remembered with the
+extension that registered it, called in order with errors isolated per callback."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("hanga")
+
+# The events Hanga fires, and where (others are accepted and never called; see README).
+FIRED = ("app_started", "model_loaded", "ui_tabs", "ui_settings", "before_image_saved", "image_saved",
+         "infotext_pasted", "before_ui", "script_unloaded")
+
+
+@dataclass
+class ImageSaveParams:
+    """What ``on_before_image_saved`` / ``on_image_saved`` callbacks get (A1111's fields)."""
+
+    image: Any
+    p: Any
+    filename: str
+    pnginfo: dict
+
+
+@dataclass
+class Registered:
+    callback: Callable
+    extension: str
+    name: str | None = None
+
+
+@dataclass
+class Callbacks:
+    by_event: dict[str, list[Registered]] = field(default_factory=dict)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (extension, event, traceback)
+
+    def add(self, event: str, callback: Callable, extension: str, name: str | None = None) -> None:
+        if not callable(callback):
+            raise TypeError(f"script_callbacks.on_{event} needs a callable; got {callback!r}")
+        self.by_event.setdefault(event, []).append(Registered(callback, extension, name))
+
+    def remove_extension(self, extension: str) -> None:
+        for event in self.by_event:
+            self.by_event[event] = [r for r in self.by_event[event] if r.extension != extension]
+
+    def call(self, event: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Each callback's result (errors logged with the extension's name, and skipped)."""
+        results = []
+        for registered in list(self.by_event.get(event, ())):
+            try:
+                results.append(registered.callback(*args, **kwargs))
+            except Exception:  # noqa: BLE001 - one extension's bug must not stop the others
+                trace = traceback.format_exc()
+                self.errors.append((registered.extension, event, trace))
+                log.error("Extension %s failed in on_%s:\n%s", registered.extension, event, trace)
+        return results
+
+    def count(self, event: str) -> int:
+        return len(self.by_event.get(event, ()))
