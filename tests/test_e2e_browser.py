@@ -18,17 +18,14 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from modules.core.hashing import file_sha256
 from modules.core.infotext import parse_infotext
-from tests.fixtures.live_server import Server as LiveServer
+from tests.fixtures.live_server import Server as LiveServer, chromium
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 # Flags from a typical A1111 webui-user.sh; most are not implemented yet and must not stop start-up.
 A1111_FLAGS = ["--xformers", "--medvram", "--no-half-vae", "--opt-sdp-attention", "--enable-insecure-extension-access",
                "--theme", "dark", "--some-extension-flag"]
@@ -41,12 +38,8 @@ def Server(data_dir: Path, *flags: str) -> LiveServer:  # noqa: N802 - reads as 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is required for the browser tests (test.sh installs it)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 def set_number(page: Page, elem_id: str, value: int) -> None:

@@ -123,11 +123,10 @@ def generation_routes(service: GenerationService) -> APIRouter:
             chosen[title] = args
         return chosen
 
-    @routes.post("/txt2img", response_model=TextToImageResponse)
-    def txt2img(body: Txt2ImgBody) -> TextToImageResponse:
-        body = prepared(body)
-        outcome = service.txt2img(
-            styled(body, txt2img_request(body)),
+    def run(generate, body: Txt2ImgBody, request) -> JobOutcome:
+        """One job through the queue, with the body's styles, overrides, scripts and task id."""
+        return generate(
+            styled(body, request),
             save_images=body.save_images,
             override_settings=body.override_settings,
             restore_afterwards=body.override_settings_restore_afterwards,
@@ -135,6 +134,11 @@ def generation_routes(service: GenerationService) -> APIRouter:
             job_id=body.force_task_id,
             alwayson=alwayson(body),
         )
+
+    @routes.post("/txt2img", response_model=TextToImageResponse)
+    def txt2img(body: Txt2ImgBody) -> TextToImageResponse:
+        body = prepared(body)
+        outcome = run(service.txt2img, body, txt2img_request(body))
         return TextToImageResponse(**respond(body, outcome, body.model_dump()))
 
     @routes.post("/img2img", response_model=ImageToImageResponse)
@@ -144,15 +148,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
             raise InvalidRequest("init_images", "needs at least one base64 image")
         settings = service.settings.with_overrides(body.override_settings)
         request = img2img_request(body, settings.get("initial_noise_multiplier"), url_policy(service))
-        outcome = service.img2img(
-            styled(body, request),
-            save_images=body.save_images,
-            override_settings=body.override_settings,
-            restore_afterwards=body.override_settings_restore_afterwards,
-            script=script(body),
-            job_id=body.force_task_id,
-            alwayson=alwayson(body),
-        )
+        outcome = run(service.img2img, body, request)
         parameters = body.model_dump()
         if not body.include_init_images:  # A1111 leaves the (large) inputs out of the echo
             parameters["init_images"] = None
