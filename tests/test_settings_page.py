@@ -71,3 +71,18 @@ def test_style_library_edits_styles_csv_and_applies_styles(service):
 
     with pytest.raises(ValueError, match="name"):
         styles.save("  ", "x", "")
+
+
+def test_quicksettings_list_puts_settings_in_the_bar_instead_of_the_page(service):
+    service.settings.set("quicksettings_list", ["sd_model_checkpoint", "CLIP_stop_at_last_layers", "no_such_key"])
+    demo = build_ui(service)
+    bar = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "quicksettings")
+    ids = [getattr(c, "elem_id", None) for c in _components(bar)]
+    assert ids[0] == "setting_sd_model_checkpoint" and "setting_CLIP_stop_at_last_layers" in ids
+    everywhere = [c for c in _components(demo) if getattr(c, "elem_id", None) == "setting_CLIP_stop_at_last_layers"]
+    assert len(everywhere) == 1  # not on the Settings page twice
+    assert component(demo, "setting_eta_ddim") is not None  # the rest stay on the page
+    quick = component(demo, "setting_CLIP_stop_at_last_layers")
+    store = next(f.fn for f in demo.fns.values() if list(f.inputs) == [quick])
+    store(2.0)  # a slider's float for an integer setting
+    assert service.settings.get("CLIP_stop_at_last_layers") == 2

@@ -6,6 +6,7 @@ import gradio as gr
 
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
+from modules.service.settings_schema import InvalidSetting
 from modules.service.sysinfo import sysinfo
 from modules.ui import extensions_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab, ui_config
 from modules.ui import gallery_tab
@@ -34,6 +35,8 @@ def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown
             label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4,
         )
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", elem_classes=["refresh"], scale=0)
+        for key in settings_tab.quick_keys(service.settings):
+            _quicksetting(service, service.settings.schema[key])
     notice = gr.Markdown(_notice(service), elem_id="checkpoint_notice")
 
     def select(title: str | None):
@@ -53,6 +56,19 @@ def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown
     checkpoint.input(select, checkpoint, checkpoint, concurrency_id="gpu")
     refresh.click(rescan, None, [checkpoint, notice], queue=False)
     return notice, checkpoint
+
+
+def _quicksetting(service: GenerationService, setting) -> None:
+    """One setting of ``quicksettings_list`` in the bar, saved as soon as it changes."""
+    component = settings_tab.component_for(setting, service.settings.get(setting.key))
+
+    def store(value):
+        try:
+            service.settings.set(setting.key, settings_tab.as_stored(setting, value))
+        except InvalidSetting as error:
+            gr.Warning(str(error))
+
+    component.change(store, component, None, queue=False, show_progress="hidden")
 
 
 def _follow_checkpoint_cards(service: GenerationService, checkpoint: gr.Dropdown, *tabs) -> None:

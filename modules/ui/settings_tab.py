@@ -18,7 +18,20 @@ from modules.service.settings_schema import InvalidSetting, Setting
 HIDDEN = {"sd_model_checkpoint"}  # shown in the quicksettings bar instead
 
 
-def _component(setting: Setting, value) -> gr.components.Component:
+def quick_keys(settings: Settings) -> list[str]:
+    """The ``quicksettings_list`` keys shown in the bar above the tabs (the checkpoint has its own)."""
+    return [key for key in settings.get("quicksettings_list") if key in settings.schema and key not in HIDDEN]
+
+
+def as_stored(setting: Setting, value):
+    """A component's value in the setting's type (sliders give floats for integer settings)."""
+    if isinstance(setting.default, int) and not isinstance(setting.default, bool) and isinstance(value, float) \
+            and value.is_integer():
+        return int(value)
+    return value
+
+
+def component_for(setting: Setting, value) -> gr.components.Component:
     common = {"label": setting.label, "elem_id": f"setting_{setting.key}", "value": value}
     if isinstance(setting.default, bool):
         return gr.Checkbox(**common)
@@ -48,7 +61,8 @@ def defaults_html(settings: Settings) -> str:
 
 def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
           reload_ui: Callable[[], None] | None = None) -> None:
-    shown = [s for s in settings.schema.values() if s.key not in HIDDEN]
+    quick = set(quick_keys(settings))
+    shown = [s for s in settings.schema.values() if s.key not in HIDDEN and s.key not in quick]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload UI", elem_id="settings_restart_gradio", visible=reload_ui is not None)
@@ -64,14 +78,13 @@ def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
                 continue
             with gr.Tab(title, elem_id=f"settings_{section}"):
                 for setting in members:
-                    components.append(_component(setting, settings.get(setting.key)))
+                    components.append(component_for(setting, settings.get(setting.key)))
                     rendered.append(setting)
 
     def save(*values):
         changed, errors = [], []
         for setting, value in zip(rendered, values):
-            if isinstance(setting.default, int) and not isinstance(setting.default, bool) and isinstance(value, float) and value.is_integer():
-                value = int(value)
+            value = as_stored(setting, value)
             if value == settings.get(setting.key):
                 continue
             try:
