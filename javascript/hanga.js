@@ -80,3 +80,32 @@ function updateInput(target) {
         document.addEventListener("DOMContentLoaded", function() { executeCallbacks(optionsAvailableCallbacks); });
     }
 })();
+
+// A1111's localization: text, placeholders and titles found in window.localization are shown
+// translated, in what is on the page and in what is added later.
+(function translateThePage() {
+    const table = window.localization || {};
+    if (!Object.keys(table).length) return;
+    function translateNode(node) {
+        if (node.nodeType === Node.TEXT_NODE) {
+            const text = node.textContent.trim();
+            if (text && Object.prototype.hasOwnProperty.call(table, text)) {
+                node.textContent = node.textContent.replace(text, table[text]);
+            }
+            return;
+        }
+        if (node.nodeType !== Node.ELEMENT_NODE) return;
+        for (const attribute of ["placeholder", "title"]) {
+            const value = node.getAttribute(attribute);
+            if (value && Object.prototype.hasOwnProperty.call(table, value)) node.setAttribute(attribute, table[value]);
+        }
+        for (const child of node.childNodes) translateNode(child);
+    }
+    onUiUpdate(function(mutations) {
+        for (const mutation of mutations || []) {
+            for (const node of mutation.addedNodes) translateNode(node);
+            if (mutation.type === "characterData") translateNode(mutation.target);
+        }
+    });
+    onUiLoaded(function() { translateNode(gradioApp().body || gradioApp()); });
+})();

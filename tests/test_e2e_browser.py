@@ -286,12 +286,14 @@ def test_extensions_tab_script_setting_js_and_css_in_the_browser(data_dir, brows
     fixtures = Path(__file__).parent / "fixtures" / "extensions"
     for name in ("always-key", "ui-bits", "broken"):
         shutil.copytree(fixtures / name, data_dir / "extensions" / name)
+    (data_dir / "config.json").write_text(json.dumps({"localization": "de-test"}))  # ui-bits ships de-test.json
     server = Server(data_dir, "--api")
     try:
         page = browser.new_page()
         page.goto(server.url)
         expect(page.locator("#ui_bits_banner")).to_have_text("ui-bits banner", timeout=60_000)  # its JS ran
         assert page.evaluate("document.body.dataset.uiBits") == "loaded:hello"  # with opts filled
+        expect(page.locator("#txt2img_generate")).to_have_text("Erzeugen")  # the chosen localization
         assert page.evaluate("getComputedStyle(document.querySelector('#ui_bits_banner')).color") == "rgb(1, 2, 3)"
         container = page.locator("#txt2img_script_container")
         container.get_by_text("Always key").first.click()  # the always-on script's own section

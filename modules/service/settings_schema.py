@@ -169,6 +169,7 @@ SCHEMA: tuple[Setting, ...] = (
     _S("use_old_scheduling", False, "Use old prompt editing timelines (before A1111 1.6)", "compatibility",
        infotext="Old prompt editing timelines"),
     _S("quicksettings_list", ["sd_model_checkpoint"], "Quicksettings list", "ui"),
+    _S("localization", "None", "Localization (the name of a localizations/*.json file; None: English)", "ui"),
     _S("live_previews_enable", True, "Show live previews of the created image", "live-previews"),
     _S("show_progress_every_n_steps", 10, "Live preview display period (in sampling steps; 0 or -1 turns previews off)",
        "live-previews", minimum=-1, maximum=32, step=1),
