@@ -155,14 +155,18 @@ def test_disabled_extensions_are_not_loaded(data_dir):
     assert "ui_bits_greeting" not in service.settings.schema and context.current().service is service
 
 
-def test_install_from_a_git_url(tmp_path, data_dir):
+def git(folder: Path, *args: str) -> str:
     import subprocess
 
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_install_from_a_git_url(tmp_path, data_dir):
     source = tmp_path / "sd-webui-sample"
     shutil.copytree(FIXTURES / "always-key", source)
-    for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "."],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first"]):
-        subprocess.run(command, cwd=source, check=True)
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "first"]):
+        git(source, *command)
     url = source.as_uri() + "/"
     assert folder_name("https://github.com/someone/sd-webui-thing.git") == "sd-webui-thing"
     target = install_from_url(url, data_dir / "extensions", data_dir / "tmp", [])
@@ -213,3 +217,25 @@ def test_images_facade_saves_with_the_infotext_and_reads_it_back(loaded, tmp_pat
     with Image.open(first) as saved, Image.open(second) as webp:
         assert images.read_info_from_image(saved)[0] == "a red fox\nSteps: 3"
         assert images.read_info_from_image(webp)[0] == "x\nSteps: 2"
+
+
+def test_check_for_updates_fetches_and_fast_forwards(tmp_path, data_dir):
+    from modules.service.extensions.discovery import discover
+    from modules.service.extensions.install import check_for_update, update
+
+    source = tmp_path / "sd-webui-sample"
+    shutil.copytree(FIXTURES / "always-key", source)
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "first"]):
+        git(source, *command)
+    install_from_url(source.as_uri(), data_dir / "extensions", data_dir / "tmp", [])
+    installed = discover(tmp_path / "none", data_dir / "extensions", set())[0]
+    assert check_for_update(installed) == "latest"
+    (source / "NEWS.md").write_text("a new version")
+    git(source, "add", ".")
+    git(source, "commit", "-qm", "second")
+    assert check_for_update(installed) == "behind"
+    assert update(installed) == git(source, "rev-parse", "HEAD")
+    assert (data_dir / "extensions" / "sd-webui-sample" / "NEWS.md").read_text() == "a new version"
+    assert check_for_update(installed) == "latest"
+    plain = discover(tmp_path / "none", FIXTURES, set())[0]
+    assert check_for_update(plain).startswith("unknown")

@@ -13,8 +13,8 @@ import threading
 import gradio as gr
 
 from modules.core.generation.request import InvalidRequest
-from modules.service.extensions.discovery import Extension, discover
-from modules.service.extensions.install import install_from_url
+from modules.service.extensions.discovery import Extension
+from modules.service.extensions.install import check_for_update, install_from_url, update
 from modules.service.generation import GenerationService
 
 log = logging.getLogger("hanga")
@@ -54,7 +54,7 @@ def build(service: GenerationService, allowed: bool) -> None:
                                        label="Enabled extensions", elem_id="extensions_enabled")
             with gr.Row():
                 apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
-                check = gr.Button("Check for updates", elem_id="extensions_check")
+                check = gr.Button("Check for updates and update", elem_id="extensions_check")
             gr.HTML(_table(host.extensions), elem_id="extensions_list")
             message = gr.Markdown(elem_id="extensions_message")
         with gr.Tab("Install from URL", id="extensions_install"):
@@ -72,13 +72,23 @@ def build(service: GenerationService, allowed: bool) -> None:
         return "Saved. Hanga restarts now; reload this page in a few seconds."
 
     def check_updates() -> str:
+        """Fetch each git extension's remote, fast-forward the ones behind; they load at restart."""
         if not allowed:
             raise gr.Error(REFUSED)
-        user, builtin = service.paths.extension_dirs
-        fresh = discover(builtin, user, set(service.settings.get("disabled_extensions")))
-        changed = [e.name for e in fresh if (old := host.find(e.name)) is None or old.commit_hash != e.commit_hash]
-        return (f"Changed on disk since start-up: {', '.join(changed)}. Apply and restart UI to load them."
-                if changed else "Every extension is as loaded.")
+        lines = []
+        for extension in host.extensions:
+            if extension.is_builtin:
+                continue
+            status = check_for_update(extension)
+            if status == "behind":
+                try:
+                    status = f"updated to {update(extension)[:8]}"
+                except (OSError, RuntimeError) as error:
+                    status = f"update failed: {error}"
+            lines.append(f"- **{extension.name}**: {status}")
+        if not lines:
+            return "No user extensions."
+        return "\n".join(lines) + "\n\nUpdated extensions load after **Apply and restart UI**."
 
     def install_extension(address: str, wanted_branch: str, folder: str) -> str:
         if not allowed:

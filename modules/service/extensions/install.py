@@ -52,3 +52,29 @@ def install_from_url(url: str, extensions_dir: Path, tmp_dir: Path, installed: l
     extensions_dir.mkdir(parents=True, exist_ok=True)
     staging.rename(target)
     return target
+
+
+def _git(folder: Path, *args: str, timeout: float = 120) -> str:
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr or done.stdout).strip()[-500:] or f"git {args[0]} failed")
+    return done.stdout.strip()
+
+
+def check_for_update(extension: Extension) -> str:
+    """``"behind"`` when its remote branch has commits the folder lacks (after a ``git fetch``),
+    ``"latest"`` when not, ``"unknown: <why>"`` for a folder without a usable remote."""
+    if not (extension.path / ".git").exists() or not extension.remote:
+        return "unknown: not a git clone"
+    try:
+        _git(extension.path, "fetch", "--quiet")
+        behind = int(_git(extension.path, "rev-list", "--count", "HEAD..@{u}") or 0)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError) as error:
+        return f"unknown: {error}"
+    return "behind" if behind else "latest"
+
+
+def update(extension: Extension) -> str:
+    """Fast-forward the folder to its remote branch; the new commit hash."""
+    _git(extension.path, "pull", "--ff-only", "--quiet")
+    return _git(extension.path, "rev-parse", "HEAD")
