@@ -11,14 +11,13 @@ from typing import Any
 
 from modules.core.paths import INSTALL_DIR
 from modules.service.extensions import context
+from modules.service.extensions.callbacks import PostprocessImageArgs
 from modules.service.scripts import api
 
+__all__ = ["AlwaysVisible", "PostprocessBatchListArgs", "PostprocessImageArgs", "Script", "ScriptFile", "basedir",
+           "list_scripts", "scripts_data"]
+
 AlwaysVisible = api.ALWAYS_VISIBLE
-
-
-class PostprocessImageArgs:
-    def __init__(self, image):
-        self.image = image
 
 
 class PostprocessBatchListArgs:

@@ -90,6 +90,10 @@ def test_an_always_on_script_adds_its_infotext_key(loaded):
     assert on.processed.comments == "always-key saw 1 image(s)"
     off = service.txt2img(request())  # no args given: the script's defaults (checkbox off)
     assert "Test key" not in off.processed.infotexts[0]
+    inverted = service.txt2img(request(), alwayson={"Always key": [True, "invert"]})  # postprocess_image
+    from PIL import ImageChops, ImageOps
+
+    assert ImageChops.difference(inverted.processed.images[0], ImageOps.invert(off.processed.images[0])).getbbox() is None
     with pytest.raises(ValueError, match="alwayson_scripts"):
         service.txt2img(request(), alwayson={"ADetailer": []})
 

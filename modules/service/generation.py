@@ -37,7 +37,7 @@ from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
-from modules.service.extensions.callbacks import Callbacks, ImageSaveParams
+from modules.service.extensions.callbacks import Callbacks, ImageSaveParams, PostprocessImageArgs
 from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
 from modules.service.queue import Job, JobQueue
 from modules.service.scripts.api import ScriptRegistry
@@ -216,8 +216,11 @@ class GenerationService:
     def _hooks(self, always: list[tuple[object, list]], hook: str, *leading) -> None:
         """One always-on hook of every script; a script that raises is reported and skipped."""
         for script, args in always:
+            method = getattr(script, hook, None)
+            if method is None:
+                continue
             try:
-                getattr(script, hook)(*leading, *args)
+                method(*leading, *args)
             except InvalidRequest:
                 raise
             except Exception:  # noqa: BLE001 - one extension's bug must not fail the job
@@ -228,7 +231,7 @@ class GenerationService:
         runs: list[tuple[GenerationResult, LoadedModel, SettingsView]] = []
 
         def runner(p: Processing) -> Processed:
-            return self._process(p, tab, save_images, runs)
+            return self._process(p, tab, save_images, runs, always)
 
         p = Processing(request, is_img2img=is_img2img, runner=runner, override_settings=override_settings)
         p.firstpass_image = first_pass_image  # A1111's name
@@ -354,7 +357,7 @@ class GenerationService:
         except (ValueError, TypeError) as error:
             raise InvalidRequest("script_args", f"{script.title()}: {error}") from error
 
-    def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list) -> Processed:
+    def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list, always=()) -> Processed:
         """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""
         settings = self.settings.with_overrides(p.override_settings)
         save = _saves_samples(settings, save_images) and not p.do_not_save_samples
@@ -363,6 +366,10 @@ class GenerationService:
         request = p.request
 
         def on_image(image: GeneratedImage) -> None:
+            if always and not image.incomplete:  # A1111's postprocess_image: a script may replace the picture
+                args = PostprocessImageArgs(image.image)
+                self._hooks(always, "postprocess_image", p, args)
+                image.image = args.image
             path = self._save(image, request, settings, tab) if save and not image.incomplete else None
             saved.append(path)
             if path is not None and self.callbacks.count("image_saved"):

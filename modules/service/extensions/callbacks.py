@@ -26,6 +26,13 @@ class ImageSaveParams:
 
 
 @dataclass
+class PostprocessImageArgs:
+    """What an always-on script's ``postprocess_image(p, pp, *args)`` gets: ``pp.image`` may be replaced."""
+
+    image: Any
+
+
+@dataclass
 class Registered:
     callback: Callable
     extension: str
