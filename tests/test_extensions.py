@@ -88,6 +88,8 @@ def test_an_always_on_script_adds_its_infotext_key(loaded):
     on = service.txt2img(request(), alwayson={"always key": [True, "yes"]})
     assert parse_infotext(on.processed.infotexts[0])["Test key"] == "yes"
     assert on.processed.comments == "always-key saw 1 image(s)"
+    two = service.txt2img(request(n_iter=2, seed=10), alwayson={"always key": [True, "yes"]})  # per-batch hooks
+    assert parse_infotext(two.processed.infotexts[-1])["Batches seen"] == "b0:10;p0;b1:11;p1;"
     off = service.txt2img(request())  # no args given: the script's defaults (checkbox off)
     assert "Test key" not in off.processed.infotexts[0]
     inverted = service.txt2img(request(), alwayson={"Always key": [True, "invert"]})  # postprocess_image

@@ -213,14 +213,14 @@ class GenerationService:
             chosen.append((script, args))
         return chosen
 
-    def _hooks(self, always: list[tuple[object, list]], hook: str, *leading) -> None:
+    def _hooks(self, always: list[tuple[object, list]], hook: str, *leading, **named) -> None:
         """One always-on hook of every script; a script that raises is reported and skipped."""
         for script, args in always:
             method = getattr(script, hook, None)
             if method is None:
                 continue
             try:
-                method(*leading, *args)
+                method(*leading, *args, **named)
             except InvalidRequest:
                 raise
             except Exception:  # noqa: BLE001 - one extension's bug must not fail the job
@@ -377,16 +377,30 @@ class GenerationService:
 
         options = self.generation_options(settings)
         embeddings = self.embeddings.for_width(loaded.model.text_width)
+
+        def on_batch(number: int, prompts: list, seeds: list, subseeds: list, extra_params: dict) -> None:
+            """A1111's per-batch hooks, in order; what they add to ``p.extra_generation_params``
+            reaches the infotexts of this batch and the next ones."""
+            own = p.extra_generation_params
+            p.extra_generation_params = extra_params
+            try:
+                for hook in ("before_process_batch", "process_batch"):
+                    self._hooks(always, hook, p, batch_number=number, prompts=prompts, seeds=seeds, subseeds=subseeds)
+            finally:
+                p.extra_generation_params = own
+
         common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks, loras=self.loras,
-                                 model_switch=self._model_switch(request, loaded, settings))
+                                 model_switch=self._model_switch(request, loaded, settings),
+                                 on_batch=on_batch if always else None)
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks, loras=self.loras,
                                  first_pass_image=getattr(p, "firstpass_image", None),
-                                 model_switch=self._model_switch(request, loaded, settings))
+                                 model_switch=self._model_switch(request, loaded, settings),
+                                 on_batch=on_batch if always else None)
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation import image_ops
 from modules.core.generation.job import (
-    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, batch_rng,
+    Batch, BatchStart, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, batch_rng,
     encode_images, image_tensor, make_conditioner, reserve_network_keys, run_job, seeded_result,
 )
 from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
@@ -159,6 +159,7 @@ def run_img2img(
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
     model_switch: ModelSwitch | None = None,
+    on_batch: BatchStart | None = None,
 ) -> GenerationResult:
     """``model_switch`` (a ``txt2img.ModelSwitch``) carries the refiner checkpoint, if any."""
     request = request.validate()
@@ -232,4 +233,4 @@ def run_img2img(
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
                    (request.width // factor, request.height // factor), sample_batch, finish_image,
                    progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks,
-                   loras=loras, before_batch=first_model if model_switch is not None else None)
+                   loras=loras, before_batch=first_model if model_switch is not None else None, on_batch=on_batch)

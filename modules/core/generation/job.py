@@ -80,6 +80,11 @@ class Progress(Protocol):
     def interrupted(self) -> bool: ...  # do not start further batches
 
 
+# A batch starts: (batch number, its prompts, seeds, variation seeds, the infotext's extra parameters
+# as they stand, which the callee may extend) — extensions' batch hooks.
+BatchStart = Callable[[int, list, list, list, dict], None]
+
+
 @dataclass
 class GeneratedImage:
     image: Image.Image
@@ -266,12 +271,14 @@ def run_job(
     before_batch: Callable[[], StableDiffusionModel] | None = None,
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
+    on_batch: BatchStart | None = None,
 ) -> GenerationResult:
     """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h).
     ``before_batch`` (a job that switches checkpoints) makes the first pass's model current and
     returns it; the pictures are decoded with whatever model the batch ended on. ``hypernetworks``
     supplies the ``<hypernet:name:multiplier>`` networks the batch's prompts name, ``loras`` the
-    ``<lora:…>`` ones (merged into the weights for the job and taken out exactly afterwards)."""
+    ``<lora:…>`` ones (merged into the weights for the job and taken out exactly afterwards).
+    ``on_batch(number, prompts, seeds, subseeds, extra_params)`` hears each batch start, networks applied."""
     size = request.batch_size
     if hypernetworks is not None:
         _add_hypernetwork_setting(result, options, hypernetworks)
@@ -294,6 +301,9 @@ def run_job(
                     networks.enter_context(applied_hypernetworks(other.unet, active))
 
                 networks.enter_context(applied_hypernetworks(model.unet, active))
+                if on_batch is not None:
+                    on_batch(number, result.all_prompts[span], result.all_seeds[span], result.all_subseeds[span],
+                             result.extra_generation_params)
                 batch = Batch(
                     number=number,
                     span=span,

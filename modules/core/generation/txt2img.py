@@ -14,7 +14,7 @@ from PIL import Image
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation.hires import HiresPass, add_hires_infotext
 from modules.core.generation.job import (
-    Batch, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
+    Batch, BatchStart, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
@@ -49,6 +49,7 @@ def run_txt2img(
     model_switch: ModelSwitch | None = None,
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
+    on_batch: BatchStart | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
@@ -151,4 +152,4 @@ def run_txt2img(
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
                    sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None,
-                   hypernetworks=hypernetworks, loras=loras)
+                   hypernetworks=hypernetworks, loras=loras, on_batch=on_batch)
