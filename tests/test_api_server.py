@@ -482,3 +482,39 @@ def test_api_alone_with_nowebui_and_server_stop(data_dir):
         if live.process.poll() is None:
             live.stop()
     assert "Model tiny-sd1" not in live.log.read_text()  # --skip-load-model-at-start: nothing was loaded
+
+
+def test_kill_9_during_a_batch_leaves_whole_pictures_and_settings(data_dir):
+    """Pictures and config.json are written to a temporary file and renamed: a server killed in the
+    middle of saving leaves the old or the new file, never a truncated one."""
+    import os
+    import signal
+
+    live = Server(data_dir, "--api")
+    try:
+        options = httpx.post(live.url + "/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2, "jpeg_quality": 91})
+        assert options.status_code == 200
+        body = small(n_iter=200, width=128, height=128, steps=1, save_images=True)
+        def generate() -> None:
+            try:
+                httpx.post(live.url + "/sdapi/v1/txt2img", json=body, timeout=300)
+            except httpx.HTTPError:
+                pass  # the server is killed under it
+
+        threading.Thread(target=generate, daemon=True).start()
+        folder = data_dir / "outputs" / "txt2img-images"
+        wait_for(lambda: len(list(folder.rglob("*.png"))) >= 5, what="pictures being saved")
+        os.kill(live.process.pid, signal.SIGKILL)  # while it keeps saving
+        live.process.wait(30)
+    finally:
+        if live.process.poll() is None:
+            live.stop()
+    pictures = list(folder.rglob("*.png"))
+    assert 5 <= len(pictures) < 200
+    for path in pictures:
+        with Image.open(path) as picture:
+            picture.load()  # a truncated PNG raises here
+            assert picture.info["parameters"].startswith("a lighthouse")
+    assert all(p.name.startswith(".") and p.suffix == ".tmp" for p in folder.rglob("*") if p.is_file() and p.suffix != ".png")
+    settings = json.loads((data_dir / "config.json").read_text())
+    assert settings["CLIP_stop_at_last_layers"] == 2 and settings["jpeg_quality"] == 91

@@ -333,3 +333,28 @@ def test_extensions_tab_script_setting_js_and_css_in_the_browser(data_dir, brows
         assert reply["greeting"] == "hi there"
     finally:
         restarted.stop()
+
+
+def test_png_info_shows_a_hostile_infotext_as_text(data_dir, browser, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    hostile = ('<script>window.hangaXss = 1</script><img src=x onerror="window.hangaXss = 2">\n'
+               'Negative prompt: <b>bold</b>\nSteps: 3, Seed: 7, Size: 64x64')
+    info = PngInfo()
+    info.add_text("parameters", hostile)
+    picture = tmp_path / "hostile.png"
+    Image.new("RGB", (16, 16)).save(picture, pnginfo=info)
+    server = Server(data_dir)
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.click("#tab_pnginfo-button")
+        page.locator("#pnginfo_image input[type=file]").set_input_files(str(picture))
+        shown = page.locator("#pnginfo_html")
+        expect(shown).to_contain_text("<script>window.hangaXss = 1</script>", timeout=30_000)  # as text
+        expect(shown).to_contain_text("<b>bold</b>")
+        assert shown.locator("script, img").count() == 0
+        assert shown.locator("b").all_inner_texts() == ["parameters"]  # only the page's own heading is bold
+        assert page.evaluate("window.hangaXss") is None
+    finally:
+        server.stop()

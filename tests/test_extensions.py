@@ -245,3 +245,15 @@ def test_check_for_updates_fetches_and_fast_forwards(tmp_path, data_dir):
     assert check_for_update(installed) == "latest"
     plain = discover(tmp_path / "none", FIXTURES, set())[0]
     assert check_for_update(plain).startswith("unknown")
+
+
+def test_listening_without_a_login_is_warned_about():
+    from modules.core.flags import parse_flags
+    from modules.ui.server import exposure_warnings
+
+    assert exposure_warnings(parse_flags(["--api"])) == []  # loopback only
+    both = exposure_warnings(parse_flags(["--listen", "--api"]))
+    assert len(both) == 2 and "--gradio-auth" in both[0] and "--api-auth" in both[1]
+    assert exposure_warnings(parse_flags(["--listen", "--gradio-auth", "a:b", "--api", "--api-auth", "c:d"])) == []
+    assert exposure_warnings(parse_flags(["--server-name", "0.0.0.0", "--nowebui"])) == [
+        "the API is reachable from other machines WITHOUT A LOGIN. Add --api-auth user:password."]

@@ -19,7 +19,9 @@ def atomic_path(path: Path, sync: bool = True) -> Iterator[Path]:
     ``sync=False`` skips the fsync, for caches: readers still never see a partial file, but a
     crash may leave an empty one (a cache checks for that and rebuilds the entry)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    # A hidden ".<name>.<random>.tmp": a file cut short by a crash never looks like a picture or a
+    # checkpoint to anything that lists the folder by suffix.
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(temp)

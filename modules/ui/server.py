@@ -124,7 +124,22 @@ def free_port(host: str, first: int, explicit: bool) -> int:
     raise SystemExit(f"Port {first} on {host} is in use; choose another with --port.")
 
 
+def exposure_warnings(flags: argparse.Namespace) -> list[str]:
+    """What to shout at start-up when the server is reachable from other machines without a login."""
+    if not is_non_local(flags):
+        return []
+    warnings = []
+    if not flags.nowebui and not (flags.gradio_auth or flags.gradio_auth_path):
+        warnings.append("the UI is reachable from other machines WITHOUT A LOGIN: anyone on the network can use it. "
+                        "Add --gradio-auth user:password.")
+    if (flags.api or flags.nowebui) and not flags.api_auth:
+        warnings.append("the API is reachable from other machines WITHOUT A LOGIN. Add --api-auth user:password.")
+    return warnings
+
+
 def serve(app: FastAPI, flags: argparse.Namespace) -> None:
+    for warning in exposure_warnings(flags):
+        log.warning("*** %s ***", warning)
     host = server_name(flags)
     port = free_port(host, server_port(flags), explicit=bool(flags.port))
     log.info("Running on local URL:  http://%s:%d", host if host != "0.0.0.0" else "127.0.0.1", port)
