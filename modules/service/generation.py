@@ -515,13 +515,24 @@ class GenerationService:
             job_timestamp=self.state.snapshot().job_timestamp,
             max_prompt_words=settings.get("directories_max_prompt_words"),
         )
-        directory = self.output_dir(settings, tab)
+        base = self.output_dir(settings, tab)
+        directory = base
         if settings.get("save_to_dirs"):
             pattern = settings.get("directories_filename_pattern") or "[prompt_words]"
-            directory = directory / apply_pattern(pattern, fields).lstrip(" ").rstrip("\\ /")
+            directory = _inside(base, base / apply_pattern(pattern, fields).lstrip(" ").rstrip("\\ /"),
+                                "directories_filename_pattern")
         pattern = settings.get("samples_filename_pattern") or "[seed]-[prompt_spaces]"
-        return save_image(image.image, directory, apply_pattern(pattern, fields), image.infotext,
+        decoration = apply_pattern(pattern, fields).replace("/", "_").replace("\\", "_")  # a name, never a path
+        return save_image(image.image, directory, decoration, image.infotext,
                           OutputFormat.from_settings(settings.get, "samples_format"))
+
+
+def _inside(base: Path, wanted: Path, setting: str) -> Path:
+    """``wanted`` when it stays inside ``base`` (a pattern may make subfolders, never leave)."""
+    if not wanted.resolve().is_relative_to(base.resolve()):
+        raise InvalidRequest(setting, f"leads outside the output folder {base} ({wanted}); use a relative pattern "
+                                      "without '..'")
+    return wanted
 
 
 def _saves_samples(settings: SettingsView, save_images: bool | None) -> bool:
