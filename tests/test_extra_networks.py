@@ -142,9 +142,9 @@ def test_checkpoint_card_selects_the_checkpoint(networks):
 
 @pytest.mark.e2e
 def test_browser_lora_card_click_puts_the_tag_into_the_prompt(tmp_path, tiny_checkpoint):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, Server
+    from tests.fixtures.live_server import Server, chromium
 
     data = tmp_path / "data"
     (data / "models" / "Stable-diffusion").mkdir(parents=True)
@@ -156,8 +156,7 @@ def test_browser_lora_card_click_puts_the_tag_into_the_prompt(tmp_path, tiny_che
     torch.save({"string_to_param": {"*": torch.zeros(1, 64)}, "name": "bad-hands"}, data / "embeddings" / "bad-hands.pt")
     server = Server(data)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page()
             page.goto(server.url)
             page.fill("#txt2img_prompt textarea", "a cat")
@@ -180,6 +179,5 @@ def test_browser_lora_card_click_puts_the_tag_into_the_prompt(tmp_path, tiny_che
             page.locator("#txt2img_checkpoints_cards button.thumbnail-item", has_text="second").click()
             expect(page.locator("#setting_sd_model_checkpoint input")).to_have_value(
                 re.compile(r"^second\.safetensors"), timeout=20_000)
-            browser.close()
     finally:
         server.stop()
