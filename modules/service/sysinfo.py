@@ -26,12 +26,18 @@ def _version(package: str) -> str | None:
         return None
 
 
+def public_flags(flags) -> dict[str, Any]:
+    """The parsed flags with credentials replaced by "(set)" (API cmd-flags, system info)."""
+    shown = dict(vars(flags)) if flags is not None else {}
+    for key in SECRET_FLAGS:
+        if shown.get(key):
+            shown[key] = "(set)"
+    return shown
+
+
 def sysinfo(service, flags=None) -> dict[str, Any]:
     memory = psutil.virtual_memory()
-    shown_flags = dict(vars(flags)) if flags is not None else {}
-    for key in SECRET_FLAGS:
-        if shown_flags.get(key):
-            shown_flags[key] = "(set)"
+    shown_flags = public_flags(flags)
     settings = service.settings
     changed = {key: value for key, value in settings.data().items()
                if key not in settings.schema or settings.schema[key].default != value}

@@ -34,11 +34,9 @@ from modules.service.extensions_list import list_extensions
 from modules.service.extras import ExtrasRequest, postprocess
 from modules.service.generation import GenerationService, JobOutcome
 from modules.service.queue import QUEUED, RUNNING
+from modules.service.sysinfo import public_flags
 
 log = logging.getLogger("hanga")
-
-SECRET_FLAGS = ("api_auth", "gradio_auth")
-
 
 def create_api(service: GenerationService, flags: argparse.Namespace | None = None,
                dependencies: list | None = None) -> FastAPI:
@@ -322,11 +320,7 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
 
     @routes.get("/cmd-flags")
     def cmd_flags() -> dict[str, Any]:
-        shown = dict(vars(flags)) if flags is not None else {}
-        for key in SECRET_FLAGS:  # never echo credentials
-            if shown.get(key):
-                shown[key] = "(set)"
-        return shown
+        return public_flags(flags)  # never echo credentials
 
     @routes.get("/samplers", response_model=list[SamplerItem])
     def samplers() -> list[SamplerItem]:
