@@ -3,17 +3,21 @@ mask folder, as its own img2img job, saved into an output folder under the pictu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from modules.core.generation.image_ops import scaled_size
 from modules.core.generation.request import Img2ImgRequest, InvalidRequest
+from modules.core.image_input import ImageTooLarge, UnreadableImage, megapixels, read_image
 from modules.core.infotext import parse_infotext
 from modules.core.png_meta import read_infotext
 from modules.core.rng import fix_seed
 from modules.service.generation import GenerationService, JobOutcome
+
+log = logging.getLogger(__name__)
 
 BATCH_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 PNG_INFO_PROPS = ("Prompt", "Negative prompt", "Seed", "CFG scale", "Sampler", "Steps", "Model hash")
@@ -53,20 +57,25 @@ def img2img_batch(service: GenerationService, request: Img2ImgRequest, input_dir
     masks = batch_files(mask_dir) if mask_dir and mask_dir.strip() else []
     request = replace(request, seed=fix_seed(request.seed), subseed=fix_seed(request.subseed), mode=5)
     outcomes = []
+    max_pixels = megapixels(service.settings.get("limit_max_image_megapixels"))
     for path in files:
         try:
-            with Image.open(path) as opened:
-                picture = ImageOps.exif_transpose(opened)
-                picture.load()
-        except (OSError, UnidentifiedImageError):
+            picture = read_image(path, max_pixels, path.name, transpose=True)
+        except ImageTooLarge as error:
+            log.warning("img2img batch: skipping %s", error)
+            continue
+        except UnreadableImage:
             continue
         mask = None
         if masks:
             mask_path = batch_mask_for(path, masks)
             if mask_path is None:  # A1111 skips pictures without a mask
                 continue
-            with Image.open(mask_path) as opened:
-                mask = opened.copy()
+            try:
+                mask = read_image(mask_path, max_pixels, mask_path.name)
+            except (ImageTooLarge, UnreadableImage) as error:
+                log.warning("img2img batch: skipping %s (its mask: %s)", path.name, error)
+                continue
         size = scaled_size(picture.size, scale_by) if scale_by else (request.width, request.height)
         job = replace(request, init_images=(picture,), mask=mask, width=size[0], height=size[1])
         overrides = dict(override_settings or {})

@@ -13,12 +13,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+import torch
+
 from modules.core.atomic import write_text
 from modules.core.checkpoints import CheckpointInfo
 from modules.core.conditioning.clip_text import TextOptions
 from modules.core.conditioning.token_count import prompt_token_count
 from modules.core.generation.img2img import run_img2img
-from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2ImgRequest
+from modules.core.generation.request import (
+    Img2ImgRequest, InvalidRequest, RequestLimits, Txt2ImgRequest, hires_size,
+)
 from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
 from modules.core.generation.job import decode_latents
@@ -170,6 +174,7 @@ class GenerationService:
     def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script,
              first_pass_image=None, job_id: str | None = None, alwayson: dict[str, Sequence] | None = None) -> Job:
         request = request.validate()
+        self.limits().check(request)
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
         always = self._always_on(is_img2img, alwayson)
         tab = "img2img" if is_img2img else "txt2img"
@@ -182,6 +187,13 @@ class GenerationService:
 
         return self.queue.submit(tab, work, request, job_id)
 
+    def limits(self) -> RequestLimits:
+        """What one job may ask for: the ``limit_*`` settings (a job cannot override them)."""
+        get = self.settings.get
+        return RequestLimits(max_side=get("limit_max_side"), max_steps=get("limit_max_steps"),
+                             max_batch_size=get("limit_max_batch_size"), max_batch_count=get("limit_max_batch_count"),
+                             max_prompt_length=get("limit_max_prompt_length"))
+
     def _check_checkpoints(self, request, override_settings: dict | None) -> None:
         """Checkpoints the job names exist (a mistake is the caller's, answered before queueing)."""
         named = [("override_settings.sd_model_checkpoint", (override_settings or {}).get("sd_model_checkpoint"))]
@@ -192,6 +204,15 @@ class GenerationService:
             if name and name not in ("Use same checkpoint", "None") and self.models.find(str(name)) is None:
                 raise InvalidRequest(field, f"checkpoint {name!r} not found; available: "
                                             f"{', '.join(self.models.titles()) or 'none'}")
+        self.check_vae_name((override_settings or {}).get("sd_vae"), "override_settings.sd_vae")
+
+    def check_vae_name(self, name, field: str) -> None:
+        """A VAE named by a request is one of the files in models/VAE (or Automatic / None)."""
+        if name is None or name in ("Automatic", "None"):
+            return
+        known = self.models.vaes()
+        if name not in known:
+            raise InvalidRequest(field, f"VAE {name!r} not found; available: {', '.join(['Automatic', 'None', *known])}")
 
     def _always_on(self, is_img2img: bool, given: dict[str, Sequence] | None) -> list[tuple[object, list]]:
         """The tab's always-on scripts with their arguments: those ``given`` by title (any case),
@@ -252,6 +273,7 @@ class GenerationService:
         started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         clock = time.perf_counter()
         self.state.begin(tab, on_progress, job_id=job.id, preview=self._preview_plan(base))
+        out_of_memory = None
         try:
             self._hooks(always, "before_process", p)
             self._hooks(always, "process", p)
@@ -260,8 +282,16 @@ class GenerationService:
                 processed = runner(p)
             self._hooks(always, "postprocess", p, processed)
             steps_done = self.state.snapshot().steps_done
+        except torch.OutOfMemoryError as error:
+            out_of_memory = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
         finally:
             self.state.end()
+        if out_of_memory is not None:
+            # Outside the except block: the error's traceback (frames holding activations) is gone,
+            # so collecting here gives the memory back before the next job.
+            del p, runs
+            self.models.memory.collect()
+            raise OutOfMemory(out_of_memory_advice(request, out_of_memory, self.models.memory.tiers))
         if not runs:
             raise RuntimeError(f"the script {chosen.title()!r} generated nothing")
         # A script may switch checkpoints per cell (its own overrides); only the job's checkpoint is remembered.
@@ -525,6 +555,27 @@ class GenerationService:
         decoration = apply_pattern(pattern, fields).replace("/", "_").replace("\\", "_")  # a name, never a path
         return save_image(image.image, directory, decoration, image.infotext,
                           OutputFormat.from_settings(settings.get, "samples_format"))
+
+
+class OutOfMemory(RuntimeError):
+    """A job ran out of (GPU) memory; the message says what to try. The server goes on."""
+
+
+def out_of_memory_advice(request, detail: str, tiers) -> str:
+    """What to try, in the order that usually helps most, for a job that ran out of memory."""
+    size = f"{request.width}x{request.height}"
+    if getattr(request, "enable_hr", False):
+        size += " with the hires fix to {}x{}".format(*hires_size(request))
+    tips = ["a smaller width and height" + (" or hires-fix scale" if getattr(request, "enable_hr", False) else ""),
+            "a smaller batch size (more batches instead)" if request.batch_size > 1 else None]
+    if not (tiers.medvram or tiers.lowvram):
+        tips.append("restarting with --medvram (or --lowvram on cards with 4 GB or less)")
+    elif not tiers.lowvram:
+        tips.append("restarting with --lowvram")
+    tips.append("closing other programs that use the GPU")
+    return (f"Out of GPU memory while generating {size}, batch size {request.batch_size} ({detail}). The memory was "
+            f"freed and the server goes on. Try {'; '.join(tip for tip in tips if tip)}. (The VAE already works in "
+            "tiles when a whole picture would not fit.)")
 
 
 def _inside(base: Path, wanted: Path, setting: str) -> Path:

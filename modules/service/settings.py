@@ -110,6 +110,8 @@ class Settings:
             if setting is None:
                 log.info("override_settings: ignoring unknown setting %r", key)
                 continue
+            if not setting.per_job:
+                raise InvalidSetting(key, "cannot be changed by a job's override_settings; change it in Settings")
             checked[key] = setting.validate(value)
         return SettingsView(self, checked)
 
@@ -121,3 +123,30 @@ class SettingsView:
 
     def get(self, key: str) -> Any:
         return self.overrides[key] if key in self.overrides else self.base.get(key)
+
+
+def confine_folders(values: dict[str, Any] | None, schema: dict[str, Setting], data_dir: Path, source: str,
+                    locked: bool = False) -> None:
+    """Folder settings that arrive over the network (``POST /options``, ``override_settings``) must
+    name a folder inside the data folder, relative to it: no absolute path, no ``..``, no symlink
+    leading out. (The Settings page and config.json may name any folder: that is the user's own.)
+    ``locked`` (--hide-ui-dir-config): they cannot be changed at all."""
+    root = data_dir.resolve()
+    for key, value in (values or {}).items():
+        setting = schema.get(key)
+        if setting is None or not setting.folder:
+            continue
+        if locked:
+            raise InvalidSetting(key, f"folder settings are locked (--hide-ui-dir-config); {source} cannot change them")
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value).expanduser()
+        inside = not path.is_absolute() and ".." not in path.parts
+        try:
+            inside = inside and (root / path).resolve().is_relative_to(root)
+        except (OSError, ValueError):
+            inside = False
+        if not inside:
+            raise InvalidSetting(key, f"{source} may only name a folder inside the data folder, relative to it "
+                                      f"(like 'outputs/mine'), without '..'; got {value!r}. Other folders can be "
+                                      "set on the Settings page")

@@ -25,6 +25,8 @@ class Setting:
     step: float | None = None
     infotext: str | None = None  # the infotext key that carries this setting ("Clip skip")
     typed: bool = True  # False for an extension's option whose default says nothing of its type
+    per_job: bool = True  # False: a request's override_settings may not change it (limits, security)
+    folder: bool = False  # a folder path: the API may only point it inside the data folder
 
     def validate(self, value: Any) -> Any:
         if not self.typed:
@@ -63,6 +65,7 @@ SECTIONS: dict[str, str] = {
     "live-previews": "Live previews",
     "api": "API",
     "extensions": "Extensions",
+    "security": "Security and limits",
 }
 
 _S = Setting
@@ -137,12 +140,12 @@ SCHEMA: tuple[Setting, ...] = (
     _S("directories_filename_pattern", "[date]", "Directory name pattern", "saving-to-dirs"),
     _S("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", "saving-to-dirs", minimum=1,
        maximum=20, step=1),
-    _S("outdir_samples", "", "Output directory for images; if empty, per-tab directories", "saving-paths"),
-    _S("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths"),
-    _S("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images", "saving-paths"),
-    _S("outdir_grids", "", "Output directory for grids; if empty, per-tab directories", "saving-paths"),
-    _S("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", "saving-paths"),
-    _S("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", "saving-paths"),
+    _S("outdir_samples", "", "Output directory for images; if empty, per-tab directories", "saving-paths", folder=True),
+    _S("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", "saving-paths", folder=True),
+    _S("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images", "saving-paths", folder=True),
+    _S("outdir_grids", "", "Output directory for grids; if empty, per-tab directories", "saving-paths", folder=True),
+    _S("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", "saving-paths", folder=True),
+    _S("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", "saving-paths", folder=True),
     _S("grid_save", True, "Always save all generated image grids", "saving-images"),
     _S("grid_format", "png", "File format for grids", "saving-images", choices=("png", "jpg", "jpeg", "webp")),
     _S("return_grid", True, "Show grid in gallery", "ui-gallery"),
@@ -176,10 +179,24 @@ SCHEMA: tuple[Setting, ...] = (
     _S("show_progress_type", "Approx cheap", "Live preview method (Approx cheap: a colour map of the latent, free; "
        "Full: the VAE, slower)", "live-previews", choices=("Approx cheap", "Full")),
     _S("queue_limit", 100, "Most jobs that may wait in the queue (UI and API together); more are refused", "api",
-       minimum=1, maximum=10000, step=1),
+       minimum=1, maximum=10000, step=1, per_job=False),
     _S("disabled_extensions", [], "Disabled extensions (by folder name)", "extensions"),
     _S("disable_all_extensions", "none", "Disable all extensions (keeps the list of enabled ones)", "extensions",
        choices=("none", "extra", "all")),
-    _S("api_enable_requests", False, "Allow http:// and https:// URLs for input images in the API", "api"),
-    _S("api_forbid_local_requests", True, "Forbid URLs to local and private addresses", "api"),
+    _S("api_enable_requests", False, "Allow http:// and https:// URLs for input images in the API", "api",
+       per_job=False),
+    _S("api_forbid_local_requests", True, "Forbid URLs to local and private addresses", "api", per_job=False),
+    # What one job may ask for. RANGES in core/generation/request.py are the hard bounds.
+    _S("limit_max_side", 4096, "Largest width or height of a picture (hires fix result included)", "security",
+       minimum=64, maximum=8192, step=8, per_job=False),
+    _S("limit_max_steps", 150, "Most sampling steps", "security", minimum=1, maximum=500, step=1, per_job=False),
+    _S("limit_max_batch_size", 16, "Largest batch size", "security", minimum=1, maximum=64, step=1, per_job=False),
+    _S("limit_max_batch_count", 100, "Most batches (batch count) per job", "security", minimum=1, maximum=1000, step=1,
+       per_job=False),
+    _S("limit_max_prompt_length", 20000, "Longest prompt (characters)", "security", minimum=100, maximum=1000000,
+       step=100, per_job=False),
+    _S("limit_max_upload_mb", 50, "Largest request body or uploaded file (MB)", "security", minimum=1, maximum=4096,
+       step=1, per_job=False),
+    _S("limit_max_image_megapixels", 64, "Largest image read from a request, an upload or a folder (megapixels; "
+       "bigger ones are refused as decompression bombs)", "security", minimum=1, maximum=170, step=1, per_job=False),
 )

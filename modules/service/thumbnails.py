@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from modules.core.atomic import atomic_path
+from modules.core.image_input import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("hanga")
 
@@ -75,6 +76,9 @@ class ThumbnailCache:
         try:
             with Image.open(source) as image:
                 image.draft("RGB", (self.size, self.size))  # JPEG: decode at a reduced scale
+                if image.width * image.height > DEFAULT_MAX_PIXELS:
+                    log.info("No thumbnail for %s: %dx%d is too large to decode", source, *image.size)
+                    return None
                 picture = ImageOps.exif_transpose(image)
                 picture.thumbnail((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=2.0)
                 return _opaque(picture)

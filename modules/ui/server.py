@@ -18,6 +18,7 @@ from starlette.routing import Mount
 
 from modules.core.flags import is_non_local, server_name, server_port
 from modules.service.api.auth import basic_auth_dependency, parse_credentials
+from modules.service.api.body_limit import BodyLimit
 from modules.service.api.endpoints import create_api, task_progress_of
 from modules.service.api.models import TaskProgressBody, TaskProgressResponse
 from modules.service.api.routes import API_PREFIX
@@ -44,6 +45,7 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
         app.add_api_route("/internal/progress", internal_progress, methods=["POST"], dependencies=dependencies,
                           response_model=TaskProgressResponse, include_in_schema=False)
     _add_cors(app, flags)
+    app.add_middleware(BodyLimit, limit_bytes=lambda: service.settings.get("limit_max_upload_mb") * 2**20)
     if not flags.nowebui:
         ui_auth = _gradio_credentials(flags)
         host = getattr(service, "extensions", None)
@@ -56,6 +58,7 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
             path="",
             auth=ui_auth or None,
             allowed_paths=[str(service.paths.outputs), str(thumbnails_dir(service.paths))],
+            max_file_size=f"{service.settings.get('limit_max_upload_mb')}mb",
             css=CSS,
             head=head_html(service.paths, folders, service.settings.data()),
             footer_links=["api"] if flags.api else [],

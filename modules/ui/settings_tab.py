@@ -60,9 +60,11 @@ def defaults_html(settings: Settings) -> str:
 
 
 def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
-          reload_ui: Callable[[], None] | None = None) -> None:
+          reload_ui: Callable[[], None] | None = None, lock_folders: bool = False) -> None:
+    """``lock_folders`` (--hide-ui-dir-config): the folder settings are neither shown nor changed."""
     quick = set(quick_keys(settings))
-    shown = [s for s in settings.schema.values() if s.key not in HIDDEN and s.key not in quick]
+    shown = [s for s in settings.schema.values()
+             if s.key not in HIDDEN and s.key not in quick and not (lock_folders and s.folder)]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload UI", elem_id="settings_restart_gradio", visible=reload_ui is not None)

@@ -146,6 +146,60 @@ class Txt2ImgRequest:
         return replace(self, **normalized)
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """The user's limits on what one job may ask for (the ``limit_*`` settings). ``RANGES`` are what
+    is valid at all; these are tighter and keep one request from tying up or exhausting the machine."""
+
+    max_side: int = 4096  # width, height, and the hires-fix result
+    max_steps: int = 150
+    max_batch_size: int = 16
+    max_batch_count: int = 100
+    max_prompt_length: int = 20_000  # characters, each prompt field
+
+    def check(self, request: "Txt2ImgRequest", where: str = "Settings → Security and limits") -> None:
+        """Raise ``InvalidRequest`` naming the field, the limit and where to change it."""
+        def over(field: str, value, limit: int, unit: str = "") -> None:
+            raise InvalidRequest(field, f"must be at most {limit}{unit} (the {LIMIT_LABELS[field]} limit in "
+                                        f"{where}); got {value}{unit}")
+
+        for field in ("width", "height"):
+            if getattr(request, field) > self.max_side:
+                over(field, getattr(request, field), self.max_side)
+        if request.enable_hr:
+            width, height = hires_size(request)
+            if max(width, height) > self.max_side:
+                raise InvalidRequest("hr_scale", f"the hires fix would make {width}x{height}; the largest side allowed "
+                                                 f"is {self.max_side} (the {LIMIT_LABELS['width']} limit in {where})")
+        steps = max(request.steps, request.hr_second_pass_steps if request.enable_hr else 0)
+        if steps > self.max_steps:
+            over("steps" if request.steps > self.max_steps else "hr_second_pass_steps", steps, self.max_steps)
+        if request.batch_size > self.max_batch_size:
+            over("batch_size", request.batch_size, self.max_batch_size)
+        if request.n_iter > self.max_batch_count:
+            over("n_iter", request.n_iter, self.max_batch_count)
+        for field in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt"):
+            length = len(getattr(request, field) or "")
+            if length > self.max_prompt_length:
+                raise InvalidRequest(field, f"is {length} characters long; at most {self.max_prompt_length} are "
+                                            f"allowed (the {LIMIT_LABELS['prompt']} limit in {where})")
+
+
+LIMIT_LABELS = {
+    "width": "largest width or height", "height": "largest width or height", "steps": "most sampling steps",
+    "hr_second_pass_steps": "most sampling steps", "batch_size": "largest batch size",
+    "n_iter": "most batches (batch count)", "prompt": "longest prompt",
+}
+
+
+def hires_size(request: "Txt2ImgRequest") -> tuple[int, int]:
+    """The size the hires fix makes (A1111's rule, ``hires.hires_target``)."""
+    from modules.core.generation.hires import hires_target  # hires imports this module
+
+    target = hires_target(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y)
+    return target.width, target.height
+
+
 def _check_sampler(sampler_name: str, scheduler: str, sampler_field: str, scheduler_field: str) -> None:
     try:
         resolve_sampler(sampler_name, scheduler)

@@ -5,6 +5,7 @@ trailing slash (published clients send both)."""
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import torch
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Request
 
 from modules.core.generation.request import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, InvalidRequest
+from modules.core.image_input import megapixels
 from modules.core.infotext import parse_infotext
 from modules.core.png_meta import read_infotext
 from modules.core.sampling.samplers import SAMPLERS
@@ -35,6 +37,7 @@ from modules.service.extras import ExtrasRequest, postprocess
 from modules.service.generation import GenerationService, JobOutcome
 from modules.service.queue import QUEUED, RUNNING
 from modules.service.sysinfo import public_flags
+from modules.service.settings import confine_folders
 
 log = logging.getLogger("hanga")
 
@@ -53,7 +56,7 @@ def create_api(service: GenerationService, flags: argparse.Namespace | None = No
                      response.status_code, time.perf_counter() - started,
                      request.client.host if request.client else "?")
             return response
-    api.include_router(generation_routes(service))
+    api.include_router(generation_routes(service, flags))
     api.include_router(info_routes(service, flags))
     return api
 
@@ -79,15 +82,19 @@ class Routes:
 
 
 def url_policy(service: GenerationService) -> UrlPolicy:
-    return UrlPolicy(service.settings.get("api_enable_requests"), service.settings.get("api_forbid_local_requests"))
+    get = service.settings.get
+    return UrlPolicy(get("api_enable_requests"), get("api_forbid_local_requests"),
+                     max_pixels=megapixels(get("limit_max_image_megapixels")))
 
 
 # ------------------------------------------------------------------------------------ generation
 
-def generation_routes(service: GenerationService) -> APIRouter:
+def generation_routes(service: GenerationService, flags: argparse.Namespace | None = None) -> APIRouter:
     routes = Routes()
+    locked = bool(getattr(flags, "hide_ui_dir_config", False))
 
     def prepared(body: Txt2ImgBody) -> Txt2ImgBody:
+        confine_folders(body.override_settings, service.settings.schema, service.paths.data, "override_settings", locked)
         if body.infotext:
             pasted = service.paste(body.infotext)
             chosen = {name: value for name, value in pasted.fields.items()
@@ -171,7 +178,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
 
     @routes.post("/png-info", response_model=PngInfoResponse)
     def png_info(body: PngInfoBody) -> PngInfoResponse:
-        image = decode_image(body.image, "image")
+        image = decode_image(body.image, "image", UrlPolicy(max_pixels=url_policy(service).max_pixels))
         text, items = read_infotext(image)
         return PngInfoResponse(info=text or "", items=items, parameters=parse_infotext(text or ""))
 
@@ -283,7 +290,7 @@ def _postprocessed(image, request: ExtrasRequest) -> tuple[str, str]:
 
 
 def _html_info(text: str) -> str:
-    return f"<p>{text}</p>" if text else ""
+    return f"<p>{html.escape(text)}</p>" if text else ""
 
 
 # ------------------------------------------------------------------------------ settings and lists
@@ -311,6 +318,10 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
         ignored = sorted(set(values) - set(known) - {"sd_model_checkpoint"})
         if ignored:
             log.info("POST /options: ignoring unknown settings %s", ", ".join(ignored))
+        confine_folders(known, service.settings.schema, service.paths.data, "POST /options",
+                        bool(getattr(flags, "hide_ui_dir_config", False)))
+        if "sd_vae" in known:
+            service.check_vae_name(known["sd_vae"], "sd_vae")
         service.settings.update(known)  # all or nothing: a bad value changes no setting
         if info is not None and info.title != service.current_checkpoint_title():
             service.select_checkpoint(info.title)

@@ -13,9 +13,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from modules.core.generation.request import InvalidRequest
+from modules.core.image_input import DEFAULT_MAX_PIXELS, ImageTooLarge, UnreadableImage, read_image
 from modules.core.png_meta import pnginfo_for
 
 MAX_DOWNLOAD = 64 * 1024 * 1024
@@ -26,6 +27,7 @@ class UrlPolicy:
     enabled: bool = False
     forbid_local: bool = True
     timeout: float = 30.0
+    max_pixels: int = DEFAULT_MAX_PIXELS  # also for base64 images: the decompression-bomb limit
 
 
 def decode_image(data: str, field: str = "image", urls: UrlPolicy = UrlPolicy()) -> Image.Image:
@@ -43,11 +45,11 @@ def decode_image(data: str, field: str = "image", urls: UrlPolicy = UrlPolicy())
         except (binascii.Error, ValueError) as error:
             raise InvalidRequest(field, f"not valid base64 ({error})") from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-        return image
-    except (ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise InvalidRequest(field, f"not a readable base64 image ({error})") from None
+        return read_image(raw, urls.max_pixels, "the image")
+    except ImageTooLarge as error:
+        raise InvalidRequest(field, str(error)) from None
+    except UnreadableImage as error:
+        raise InvalidRequest(field, f"not a readable base64 image ({error.reason})") from None
 
 
 def encode_png(image: Image.Image, infotext: str | None, extra: dict[str, str] | None = None) -> str:

@@ -14,7 +14,7 @@ from modules.core.generation.request import Img2ImgRequest, InvalidRequest, Txt2
 from modules.core.version import infotext_version
 from modules.service.api.images import UrlPolicy, decode_image
 from modules.service.api.models import Img2ImgBody, Txt2ImgBody
-from modules.service.generation import JobOutcome
+from modules.service.generation import JobOutcome, OutOfMemory
 from modules.service.models import ModelLoadError
 from modules.service.queue import DuplicateJob, JobCancelled, QueueFull
 
@@ -76,6 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DuplicateJob, status(409))
     app.add_exception_handler(JobCancelled, status(409))
     app.add_exception_handler(ModelLoadError, status(503))
+    app.add_exception_handler(OutOfMemory, status(503))
 
 
 def _common_fields(body: Txt2ImgBody) -> dict:
