@@ -428,7 +428,7 @@ def safetensors_metadata(path: PathLike) -> dict[str, str]:
         f.seek(8)
         try:
             header = json.loads(f.read(length))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
             return {}
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}

@@ -57,7 +57,8 @@ class HypernetworkLibrary:
                 return cached[1]
             try:
                 network = hypernetwork_from_dict(load_torch_file(path, allow_unsafe=self.allow_unsafe), name)
-            except (UnsafeFileError, CorruptFileError, ValueError, KeyError, RuntimeError, TypeError) as error:
+            except (UnsafeFileError, CorruptFileError, ValueError, KeyError, RuntimeError, TypeError, AttributeError,
+                    IndexError) as error:
                 raise InvalidRequest("prompt", f"hypernetwork {name} ({path.name}) cannot be used: {error}") from None
             for module in network.modules():
                 self.memory.place_network(module)
@@ -99,9 +100,14 @@ class EmbeddingLibrary:
                     data = embedding_in_image(image)
                 if data is None:
                     return None  # a picture without an embedding (a preview or an ordinary image)
-                return str(data.get("name", path.stem)), embedding_vectors(data)
-            return path.stem, embedding_vectors(load_torch_file(path, allow_unsafe=self.allow_unsafe))
-        except (UnsafeFileError, CorruptFileError, ValueError, KeyError, TypeError, OSError) as error:
+                name, vectors = str(data.get("name", path.stem)), embedding_vectors(data)
+            else:
+                name, vectors = path.stem, embedding_vectors(load_torch_file(path, allow_unsafe=self.allow_unsafe))
+            width_of(vectors)  # vectors without a width (a 0-d tensor) are no embedding either
+            return name, vectors
+        # Every job reads the whole folder, so whatever one file holds (unsafe or damaged, JSON nested
+        # too deep, a decompression bomb, a dict of the wrong things) must skip that file, not fail the job.
+        except Exception as error:  # noqa: BLE001
             log.warning("Textual inversion %s skipped: %s", path.name, error)
             return None
 

@@ -386,10 +386,14 @@ class LoraMerger:
                 continue
             if lora is None:
                 raise InvalidRequest("prompt", f"LoRA {name!r} not found")
-            self.patch.merge(model.text_encoder, lora.text_encoder, te)
-            if model.text_encoder_2 is not None:
-                self.patch.merge(model.text_encoder_2, lora.text_encoder_2, te)
-            self.patch.merge(model.unet, lora.unet, unet)
+            try:
+                self.patch.merge(model.text_encoder, lora.text_encoder, te)
+                if model.text_encoder_2 is not None:
+                    self.patch.merge(model.text_encoder_2, lora.text_encoder_2, te)
+                self.patch.merge(model.unet, lora.unet, unet)
+            except (RuntimeError, ValueError) as error:  # shapes that do not fit (a damaged or foreign file)
+                raise InvalidRequest("prompt", f"LoRA {name!r} cannot be used with this {model.family.label} model: "
+                                               f"its weights do not fit ({str(error).splitlines()[0]})") from None
             short = self.source.short_hash(name)
             if short:
                 hashes.append(f"{name}: {short}")
