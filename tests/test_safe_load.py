@@ -249,6 +249,15 @@ def test_unwrap_state_dict():
     assert unwrap_state_dict(inner) is inner
     tensor_named_state_dict = {"state_dict": torch.ones(1)}
     assert unwrap_state_dict(tensor_named_state_dict) is tensor_named_state_dict
+    ema, plain = {"a": torch.zeros(1)}, {"a": torch.ones(1)}
+    assert unwrap_state_dict({"params": plain, "params_ema": ema}) is ema  # BasicSR: the EMA weights win
+    assert unwrap_state_dict({"params": plain}) is plain
+
+
+def test_basicsr_upscaler_file_loads_its_weights(tmp_path):
+    weights = random_state_dict()
+    torch.save({"params_ema": weights, "params": random_state_dict(seed=1)}, tmp_path / "RealESRGAN_x4plus.pth")
+    assert_same_tensors(load_state_dict(tmp_path / "RealESRGAN_x4plus.pth"), weights)
 
 
 # --------------------------------------------------------------------------- hostile files

@@ -324,12 +324,15 @@ def load_state_dict(path: PathLike, *, device: str | torch.device = "cpu",
 
 
 def unwrap_state_dict(obj: object) -> object:
-    """Training checkpoints (Lightning .ckpt) keep the weights under ``"state_dict"``.
+    """Training checkpoints keep the weights under a key: ``"state_dict"`` (Lightning .ckpt),
+    ``"params_ema"`` (preferred) or ``"params"`` (BasicSR: Real-ESRGAN, SwinIR upscalers).
 
     Kept apart from loading because embeddings and hypernetworks need the raw object.
     """
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        return obj["state_dict"]
+    if isinstance(obj, dict):
+        for key in ("state_dict", "params_ema", "params"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
     return obj
 
 
