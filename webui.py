@@ -24,6 +24,7 @@ from modules.service.generation import GenerationService, ServiceFlags  # noqa: 
 from modules.service.models import ModelLoadError, ModelService  # noqa: E402
 from modules.service.scripts.builtin import builtin_scripts  # noqa: E402
 from modules.service.settings import Settings  # noqa: E402
+from modules.service.upscalers import UpscalerLibrary  # noqa: E402
 from modules.ui.server import build_app, serve  # noqa: E402
 
 log = logging.getLogger("hanga")
@@ -38,6 +39,8 @@ def paths_from(flags) -> Paths:
         hypernetwork_dir=flags.hypernetwork_dir,
         embeddings_dir=flags.embeddings_dir,
         lora_dir=flags.lora_dir,
+        upscaler_dirs={"ESRGAN": flags.esrgan_models_path, "RealESRGAN": flags.realesrgan_models_path,
+                       "SwinIR": flags.swinir_models_path},
     )
 
 
@@ -85,7 +88,8 @@ def create_service(flags, settings: Settings | None = None, host: ExtensionHost 
     settings = settings or Settings(paths.config_file)
     host = host or extension_host(flags, paths, settings)
     context.bind(settings=settings, flags=flags, paths=paths)
-    scripts = builtin_scripts(models.titles, lambda: list(models.vaes()))
+    upscalers = UpscalerLibrary(paths, models.memory, settings.get, models.allow_unsafe)
+    scripts = builtin_scripts(models.titles, lambda: list(models.vaes()), upscalers)
     scripts.scripts.extend(host.load_scripts())
     service = GenerationService(paths, settings, models, ServiceFlags(
         nan_check=not flags.disable_nan_check,
@@ -93,7 +97,7 @@ def create_service(flags, settings: Settings | None = None, host: ExtensionHost 
         console_progress=not flags.disable_console_progressbars,
         attention=choice_from_flags(flags),
         compile=flags.compile,
-    ), scripts=scripts, callbacks=host.callbacks)
+    ), scripts=scripts, callbacks=host.callbacks, upscalers=upscalers)
     service.extensions = host
     context.bind(service=service)
     host.callbacks.call("ui_settings")  # extensions add their options before anything reads them

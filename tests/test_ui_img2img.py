@@ -57,7 +57,8 @@ def test_app_has_img2img_between_txt2img_and_pnginfo_with_a1111_ids(service):
     service.scripts = builtin_scripts(service.models.titles, lambda: list(service.models.vaes()))
     demo = build_ui(service)
     top = next(b for b in all_blocks(demo) if isinstance(b, gr.Tabs) and b.elem_id == "tabs")
-    assert [tab.label for tab in top.children] == ["txt2img", "img2img", "PNG Info", "Gallery", "Checkpoint Merger", "Settings"]
+    assert [tab.label for tab in top.children] == ["txt2img", "img2img", "Extras", "PNG Info", "Gallery",
+                                                   "Checkpoint Merger", "Settings"]
     ids = {b.elem_id for b in all_blocks(demo)}
     expected = {
         "img2img_prompt", "img2img_neg_prompt", "img2img_generate", "img2img_interrupt", "img2img_skip", "img2img_paste",
@@ -69,6 +70,8 @@ def test_app_has_img2img_between_txt2img_and_pnginfo_with_a1111_ids(service):
         "pnginfo_send_inpaint", "txt2img_send_to_img2img", "txt2img_send_to_inpaint", "txt2img_upscale",
         "txt2img_hr", "txt2img_hr_upscaler", "txt2img_hires_steps", "txt2img_denoising_strength", "txt2img_hr_scale",
         "txt2img_hr_resize_x", "txt2img_hr_resize_y", "hr_sampler", "hr_scheduler", "hires_prompt", "hires_neg_prompt",
+        "interrogate", "deepbooru", "extras_image", "extras_image_batch", "extras_batch_input_dir", "extras_upscaler_1",
+        "extras_upscaler_2", "extras_upscaler_2_visibility", "extras_upscaling_resize", "extras_generate",
     }
     assert expected <= ids
     by_id = {b.elem_id: b for b in all_blocks(demo) if b.elem_id}

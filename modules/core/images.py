@@ -15,7 +15,7 @@ import string
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from PIL import Image
 
@@ -234,10 +234,12 @@ class OutputFormat:
         return pil
 
 
-def _write(handle, image: Image.Image, pil_format: str, infotext: str | None, output: OutputFormat) -> None:
+def _write(handle, image: Image.Image, pil_format: str, infotext: str | None, output: OutputFormat,
+           extra: Mapping[str, str] | None = None) -> None:
     embed = output.embed_infotext and infotext is not None
     if pil_format == "PNG":
-        image.save(handle, format="PNG", pnginfo=pnginfo_for(infotext) if embed else None)
+        chunks = pnginfo_for(infotext if embed else None, extra) if embed or (extra and output.embed_infotext) else None
+        image.save(handle, format="PNG", pnginfo=chunks)
         return
     if image.mode == "RGBA":
         image = image.convert("RGB")
@@ -268,9 +270,11 @@ def save_image(
     infotext: str | None,
     output: OutputFormat = OutputFormat(),
     max_name_length: int = 255,
+    extra: Mapping[str, str] | None = None,
 ) -> Path:
     """Save as the next ``NNNNN-<decoration>.<ext>`` in ``directory`` and return the path; with
-    ``save_txt`` the infotext also goes to ``NNNNN-<decoration>.txt``."""
+    ``save_txt`` the infotext also goes to ``NNNNN-<decoration>.txt``. ``extra``: more PNG text
+    chunks after ``parameters`` (the Extras tab's ``extras``)."""
     pil_format = output.pil_format(image)
     suffix = "." + ("png" if pil_format == "PNG" else output.extension.lower())
 
@@ -278,18 +282,18 @@ def save_image(
         stem = f"{number:05}-{decoration}" if decoration else f"{number:05}"
         return stem[: max_name_length - max(4, len(suffix))] + suffix
 
-    return _save_numbered(image, directory, next_sequence_number(directory), name, pil_format, infotext, output)
+    return _save_numbered(image, directory, next_sequence_number(directory), name, pil_format, infotext, output, extra)
 
 
 def _save_numbered(image: Image.Image, directory: Path, first: int, name, pil_format: str, infotext: str | None,
-                   output: OutputFormat) -> Path:
+                   output: OutputFormat, extra: Mapping[str, str] | None = None) -> Path:
     """Write atomically under the first free ``name(number)`` from ``first`` on."""
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(500):
         path = directory / name(first + attempt)
         if not path.exists():
             with atomic_open(path) as handle:
-                _write(handle, image, pil_format, infotext, output)
+                _write(handle, image, pil_format, infotext, output, extra)
             if output.save_txt and infotext is not None:
                 write_text(path.with_suffix(".txt"), infotext + "\n")  # A1111 ends the file with a newline
             return path

@@ -22,6 +22,7 @@ class Paths:
     hypernetwork_dir: Path | None = None  # --hypernetwork-dir
     embeddings_dir: Path | None = None  # --embeddings-dir
     lora_dir: Path | None = None  # --lora-dir
+    upscaler_dir_overrides: tuple[tuple[str, Path], ...] = ()  # --esrgan-models-path …: (kind, folder)
 
     @classmethod
     def create(
@@ -34,6 +35,7 @@ class Paths:
         hypernetwork_dir: str | Path | None = None,
         embeddings_dir: str | Path | None = None,
         lora_dir: str | Path | None = None,
+        upscaler_dirs: dict[str, str | Path | None] | None = None,
     ) -> "Paths":
         data = Path(data_dir).expanduser().resolve() if data_dir else install
         models = Path(models_dir).expanduser().resolve() if models_dir else data / "models"
@@ -46,6 +48,8 @@ class Paths:
             hypernetwork_dir=Path(hypernetwork_dir).expanduser().resolve() if hypernetwork_dir else None,
             embeddings_dir=Path(embeddings_dir).expanduser().resolve() if embeddings_dir else None,
             lora_dir=Path(lora_dir).expanduser().resolve() if lora_dir else None,
+            upscaler_dir_overrides=tuple((kind, Path(folder).expanduser().resolve())
+                                         for kind, folder in (upscaler_dirs or {}).items() if folder),
         )
 
     @property
@@ -68,6 +72,18 @@ class Paths:
     def lora_dirs(self) -> tuple[Path, ...]:
         """LoRA folders: ``models/Lora`` (or --lora-dir), then the legacy ``models/LyCORIS``."""
         return (self.lora_dir or self.models / "Lora", self.models / "LyCORIS")
+
+    @property
+    def upscaler_dirs(self) -> dict[str, Path]:
+        """Upscaler model folders by architecture family (A1111's names and flags)."""
+        folders = {kind: self.models / kind for kind in ("ESRGAN", "RealESRGAN", "SwinIR")}
+        folders.update(dict(self.upscaler_dir_overrides))
+        return folders
+
+    @property
+    def deepbooru_dirs(self) -> tuple[Path, ...]:
+        """DeepDanbooru: ``models/deepbooru`` and the folders A1111 versions used."""
+        return (self.models / "deepbooru", self.models / "DeepDanbooru", self.models / "torch_deepdanbooru")
 
     @property
     def embeddings(self) -> Path:

@@ -25,14 +25,15 @@ _USER_COMMENT_CODECS = {
 _UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 
 
-def pnginfo_for(parameters: str, extra: Mapping[str, str] | None = None) -> PngInfo:
+def pnginfo_for(parameters: str | None, extra: Mapping[str, str] | None = None) -> PngInfo:
     """Text chunks for a PNG: ``parameters`` first, then ``extra`` (other keys of the source image).
 
     ``parameters`` goes first so that it is the first chunk after IHDR, where third-party readers
     look (§12.1). No EXIF is added: an EXIF ``Model`` tag in a PNG crashes a popular reader.
     """
     info = PngInfo()
-    _add_text(info, PARAMETERS_KEY, parameters)
+    if parameters is not None:
+        _add_text(info, PARAMETERS_KEY, parameters)
     for key, value in (extra or {}).items():
         if key != PARAMETERS_KEY:
             _add_text(info, key, str(value))

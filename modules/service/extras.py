@@ -1,10 +1,12 @@
-"""The Extras tab's upscale ("postprocessing"), for the API's extra-single-image and
+"""The Extras tab's upscale ("postprocessing"), for the tab and the API's extra-single-image and
 extra-batch-images: scale by a factor or to a size (optionally cropped to it), with a second
-upscaler blended in at a visibility. The upscalers are the built-in ones (None, Lanczos, Nearest)."""
+upscaler blended in at a visibility. Upscalers: the built-in ones (None, Lanczos, Nearest) and the
+model files of ``UpscalerLibrary``; ``postprocess`` takes the function that runs one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from PIL import Image
 
@@ -26,7 +28,7 @@ class ExtrasRequest:
     gfpgan_visibility: float = 0.0
     codeformer_visibility: float = 0.0
 
-    def validate(self) -> "ExtrasRequest":
+    def validate(self, upscalers: Sequence[str] = IMAGE_UPSCALERS) -> "ExtrasRequest":
         if self.resize_mode not in (0, 1):
             raise InvalidRequest("resize_mode", f"must be 0 (scale by) or 1 (scale to); got {self.resize_mode!r}")
         if not 1.0 <= self.scale <= 8.0:
@@ -35,8 +37,8 @@ class ExtrasRequest:
             if not 1 <= value <= 8192:
                 raise InvalidRequest(field, f"must be between 1 and 8192; got {value!r}")
         for field, value in (("upscaler_1", self.upscaler_1), ("upscaler_2", self.upscaler_2)):
-            if value not in IMAGE_UPSCALERS:
-                raise InvalidRequest(field, f"unknown upscaler {value!r}; available: {', '.join(IMAGE_UPSCALERS)}")
+            if value not in upscalers:
+                raise InvalidRequest(field, f"unknown upscaler {value!r}; available: {', '.join(upscalers)}")
         if not 0.0 <= self.upscaler_2_visibility <= 1.0:
             raise InvalidRequest("extras_upscaler_2_visibility", f"must be between 0 and 1; got {self.upscaler_2_visibility!r}")
         for field, value in (("gfpgan_visibility", self.gfpgan_visibility),
@@ -46,8 +48,11 @@ class ExtrasRequest:
         return self
 
 
-def postprocess(image: Image.Image, request: ExtrasRequest) -> tuple[Image.Image, str]:
-    """The upscaled picture and its ``postprocessing`` infotext."""
+Upscale = Callable[[Image.Image, float, str], Image.Image]
+
+
+def postprocess(image: Image.Image, request: ExtrasRequest, run: Upscale = upscale) -> tuple[Image.Image, str]:
+    """The upscaled picture and its ``postprocessing`` infotext; ``run(image, factor, name)`` upscales."""
     image = image.convert("RGB")
     if request.resize_mode == 1:
         factor = max(request.width / image.width, request.height / image.height)
@@ -55,9 +60,9 @@ def postprocess(image: Image.Image, request: ExtrasRequest) -> tuple[Image.Image
         factor = request.scale
     info: dict[str, object] = {}
     if request.upscaler_1 != "None" or factor != 1:
-        result = _upscale(image, factor, request.upscaler_1, request)
+        result = _upscale(image, factor, request.upscaler_1, request, run)
         if request.upscaler_2 != "None" and request.upscaler_2_visibility > 0:
-            second = _upscale(image, factor, request.upscaler_2, request)
+            second = _upscale(image, factor, request.upscaler_2, request, run)
             result = Image.blend(result, second.resize(result.size), request.upscaler_2_visibility)
         if request.resize_mode == 1:
             info["Postprocess upscale to"] = f"{request.width}x{request.height}"
@@ -72,8 +77,8 @@ def postprocess(image: Image.Image, request: ExtrasRequest) -> tuple[Image.Image
     return image, ", ".join(f"{key}: {quote(str(value))}" for key, value in info.items())
 
 
-def _upscale(image: Image.Image, factor: float, upscaler: str, request: ExtrasRequest) -> Image.Image:
-    result = upscale(image, factor, upscaler)
+def _upscale(image: Image.Image, factor: float, upscaler: str, request: ExtrasRequest, run: Upscale) -> Image.Image:
+    result = run(image, factor, upscaler)
     if request.resize_mode == 1 and request.crop:  # centred on a canvas of the asked size, as A1111
         canvas = Image.new("RGB", (request.width, request.height))
         canvas.paste(result, (request.width // 2 - result.width // 2, request.height // 2 - result.height // 2))

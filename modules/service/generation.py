@@ -31,8 +31,9 @@ from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.models.attention import apply_attention
 from modules.core.models.fast_path import enable_fast_path
 from modules.core.generation.file_names import name_fields
-from modules.core.images import OutputFormat, apply_pattern, save_grid, save_image
+from modules.core.images import OutputFormat, apply_pattern, sanitize_filename_part, save_grid, save_image
 from modules.core.paths import Paths
+from modules.core.png_meta import read_infotext
 from modules.core.preview import cheap_approximation
 from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
@@ -46,7 +47,10 @@ from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
 from modules.service.queue import Job, JobQueue
 from modules.service.scripts.api import ScriptRegistry
 from modules.service.settings import Settings, SettingsView
+from modules.service.extras import ExtrasRequest, postprocess
+from modules.service.interrogate import Interrogator
 from modules.service.styles import StyleLibrary
+from modules.service.upscalers import UpscalerLibrary
 
 log = logging.getLogger("hanga")
 T = TypeVar("T")
@@ -83,7 +87,7 @@ class JobOutcome:
 class GenerationService:
     def __init__(self, paths: Paths, settings: Settings, models: ModelService, flags: ServiceFlags = ServiceFlags(),
                  scripts: ScriptRegistry | None = None, hypernetworks: HypernetworkLibrary | None = None,
-                 callbacks: Callbacks | None = None):
+                 callbacks: Callbacks | None = None, upscalers: UpscalerLibrary | None = None):
         self.paths = paths
         self.hypernetworks = hypernetworks or HypernetworkLibrary(
             paths.hypernetworks, models.memory, models.hashes, models.hashing, models.allow_unsafe)
@@ -97,6 +101,8 @@ class GenerationService:
         self.queue = JobQueue(lambda: self.settings.get("queue_limit"))
         self.callbacks = callbacks or Callbacks()  # extensions' script_callbacks
         self.styles = StyleLibrary(paths.styles_file)
+        self.upscalers = upscalers or UpscalerLibrary(paths, models.memory, settings.get, models.allow_unsafe)
+        self.interrogator = Interrogator(paths, models.memory, settings.get, models.allow_unsafe)
         self._announced_model: int | None = None
 
     # -- models ---------------------------------------------------------------------------------
@@ -163,6 +169,34 @@ class GenerationService:
         request = replace(request, enable_hr=True, batch_size=1, n_iter=1, seed=seed, subseed=subseed)
         return self._job(request, False, save_images, None, True, on_progress, None, first_pass_image=image)
 
+    def interrogate(self, image, model: str = "clip") -> str:
+        """The prompt DeepBooru ("deepdanbooru") or CLIP ("clip") reads off ``image`` (a queue turn)."""
+        return self.run_exclusive("interrogate", lambda: self.interrogator.interrogate(image, model))
+
+    def extras(self, images: Sequence, request: ExtrasRequest, save: bool = True, directory: Path | None = None,
+               names: Sequence[str] = ()) -> list[tuple]:
+        """The Extras tab: each picture upscaled; with ``save`` written to ``directory`` (default: the
+        extras folder) keeping its ``parameters`` and adding the ``extras`` text, named after
+        ``names`` when given. Returns (picture, extras text, saved path) per picture."""
+        request = request.validate(self.upscalers.names())
+
+        def work() -> list[tuple]:
+            made = []
+            folder = directory or self.paths.resolve_output(self.settings.get("outdir_samples")
+                                                            or self.settings.get("outdir_extras_samples"))
+            output = OutputFormat.from_settings(self.settings.get, "samples_format")
+            for index, image in enumerate(images):
+                source_text, _ = read_infotext(image)
+                picture, text = postprocess(image, request, self.upscalers.upscale)
+                path = None
+                if save:
+                    stem = sanitize_filename_part(names[index]) if index < len(names) else ""
+                    path = save_image(picture, folder, stem, source_text, output,
+                                      extra={"extras": text} if text else None)
+                made.append((picture, text, path))
+            return made
+        return self.run_exclusive("extras", work)
+
     def run_exclusive(self, kind: str, work: Callable[[], T]) -> T:
         """Other work that needs the GPU (loading a checkpoint, an upscale) takes its turn in the queue."""
         return self.queue.run(kind, lambda job: work())
@@ -173,7 +207,7 @@ class GenerationService:
 
     def _job(self, request, is_img2img: bool, save_images, override_settings, restore_afterwards, on_progress, script,
              first_pass_image=None, job_id: str | None = None, alwayson: dict[str, Sequence] | None = None) -> Job:
-        request = request.validate()
+        request = request.validate(self.upscalers.names())
         self.limits().check(request)
         chosen = self.scripts.select(script[0], is_img2img) if script and script[0] not in ("", "None") else None
         always = self._always_on(is_img2img, alwayson)
@@ -521,6 +555,7 @@ class GenerationService:
             hires_refiner_pass=s("hires_fix_refiner_pass"),
             default_multiplier=s("extra_networks_default_multiplier"),
             old_prompt_timelines=s("use_old_scheduling"),
+            upscaler_models=self.upscalers.models(),
         )
 
     # -- saving ---------------------------------------------------------------------------------

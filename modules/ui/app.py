@@ -9,7 +9,7 @@ from modules.service.models import ModelLoadError
 from modules.service.settings_schema import InvalidSetting
 from modules.service.sysinfo import sysinfo
 from modules.ui import extensions_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab, ui_config
-from modules.ui import gallery_tab
+from modules.ui import extras_tab, gallery_tab
 from modules.ui.common import infotext_at, open_picture, picture_at
 
 CSS = """
@@ -134,6 +134,8 @@ def build_ui(service: GenerationService, extension_access: bool = True, flags=No
                 txt2img = txt2img_tab.build(service)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as img2img_block:
                 img2img = img2img_tab.build(service)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = pnginfo_tab.build(tabs, txt2img.controls, service)
             with gr.Tab("Gallery", id="gallery", elem_id="tab_gallery") as gallery:

@@ -17,14 +17,14 @@ from modules.core.generation.job import NansError
 from modules.core.generation.request import InvalidRequest
 from modules.core.sampling.samplers import SAMPLERS
 from modules.core.sampling.schedulers import SCHEDULERS
-from modules.service.generation import GenerationService, JobOutcome
+from modules.service.generation import GenerationService, JobOutcome, OutOfMemory
 from modules.service.models import ModelLoadError
 from modules.service.paste import Pasted
 from modules.service.progress import ProgressSnapshot
 from modules.service.queue import Job, JobCancelled, QueueFull
 
 T = TypeVar("T")
-USER_ERRORS = (InvalidRequest, ModelLoadError, NansError, QueueFull, JobCancelled)
+USER_ERRORS = (InvalidRequest, ModelLoadError, NansError, QueueFull, JobCancelled, OutOfMemory)
 SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 
 
@@ -255,11 +255,13 @@ class PromptRow:
     paste: gr.Button
     counter: gr.HTML
     negative_counter: gr.HTML
+    interrogate_clip: gr.Button | None = None
+    interrogate_deepbooru: gr.Button | None = None
 
 
 def prompt_row(fields: dict, tab: str, interrogate: bool = False) -> PromptRow:
     """Prompt and negative prompt with token counters, Generate / Interrupt / Skip and ↙ paste.
-    ``interrogate`` adds img2img's Interrogate buttons, hidden while there is no interrogator."""
+    ``interrogate`` adds img2img's Interrogate CLIP / DeepBooru buttons."""
     with gr.Row(elem_id=f"{tab}_toprow"):
         with gr.Column(scale=6):
             fields["prompt"] = gr.Textbox("", label="Prompt", lines=3, elem_id=f"{tab}_prompt", placeholder="Prompt")
@@ -268,17 +270,18 @@ def prompt_row(fields: dict, tab: str, interrogate: bool = False) -> PromptRow:
                                                    placeholder="Negative prompt")
             negative_counter = gr.HTML("0/75", elem_id=f"{tab}_negative_token_counter", elem_classes=["token-counter"])
         with gr.Column(scale=1, min_width=160):
+            clip = deepbooru = None
             if interrogate:
-                with gr.Row(visible=False):
-                    gr.Button("Interrogate CLIP", elem_id="interrogate")
-                    gr.Button("Interrogate DeepBooru", elem_id="deepbooru")
+                with gr.Row():
+                    clip = gr.Button("📎 Interrogate CLIP", elem_id="interrogate", size="sm")
+                    deepbooru = gr.Button("📦 Interrogate DeepBooru", elem_id="deepbooru", size="sm")
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip")
             paste = gr.Button("↙", elem_id=f"{tab}_paste", elem_classes=["tool"])
             gr.Markdown("↙ reads generation parameters from the prompt box (or the last image's, if it is empty)")
-    return PromptRow(generate, interrupt, skip, paste, counter, negative_counter)
+    return PromptRow(generate, interrupt, skip, paste, counter, negative_counter, clip, deepbooru)
 
 
 def sampler_controls(fields: dict, tab: str) -> None:

@@ -346,6 +346,21 @@ def build(service: GenerationService) -> Img2ImgTab:
             raise gr.Error(str(error)) from None
         yield from stream_job(service, jobs, session, job, progress)
 
+    def interrogator(model: str):
+        def interrogate(current_mode: int, *values):
+            *pictures_values, upload_mask = values
+            picture, _ = init_image_and_mask(current_mode, *pictures_values, upload_mask)
+            if picture is None:
+                raise gr.Error("Interrogate: put a picture into this sub-tab first")
+            try:
+                return service.interrogate(picture, model)
+            except USER_ERRORS as error:
+                raise gr.Error(str(error)) from None
+        return interrogate
+
+    for button, model in ((row.interrogate_clip, "clip"), (row.interrogate_deepbooru, "deepdanbooru")):
+        button.click(interrogator(model), [mode, *pictures, parts["upload_mask"]], fields["prompt"])
+
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]
     row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
     fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)

@@ -62,8 +62,8 @@ def _hires(fields: dict, service: GenerationService) -> tuple[gr.Accordion, gr.H
             fields["enable_hr"] = gr.Checkbox(False, label="Enable", elem_id="txt2img_hr-checkbox", scale=0, min_width=100)
             resolution = gr.HTML("", elem_id="txtimg_hr_finalres")
         with gr.Row(elem_id="txt2img_hires_fix_row1"):
-            fields["hr_upscaler"] = gr.Dropdown(list(HIRES_UPSCALERS), value="Latent", label="Upscaler",
-                                                elem_id="txt2img_hr_upscaler")
+            choices = [*HIRES_UPSCALERS, *(name for name in service.upscalers.names() if name not in HIRES_UPSCALERS)]
+            fields["hr_upscaler"] = gr.Dropdown(choices, value="Latent", label="Upscaler", elem_id="txt2img_hr_upscaler")
             fields["hr_second_pass_steps"] = slider(0, 150, 0, 1, "Hires steps", "txt2img_hires_steps")
             fields["denoising_strength"] = slider(0, 1, 0.7, 0.01, "Denoising strength", "txt2img_denoising_strength")
         with gr.Row(elem_id="txt2img_hires_fix_row2"):

@@ -20,7 +20,7 @@ from modules.core.generation.job import (
     image_tensor, to_pixels,
 )
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
-from modules.core.generation.request import LATENT_UPSCALE_MODES, Txt2ImgRequest
+from modules.core.generation.request import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, InvalidRequest, Txt2ImgRequest
 from modules.core.models.loader import StableDiffusionModel
 from modules.core.sampling.run import SamplingPlan, plan, sample_img2img, schedule_label
 from modules.core.sampling.samplers import resolve_sampler
@@ -124,7 +124,11 @@ class HiresPass:
         else:
             if pictures is None:
                 pictures = to_pixels(decode_to_pixels(model, latent, self.options.auto_vae_precision))
-            pictures = [resize_image(0, picture, target.width, target.height, self.request.hr_upscaler) for picture in pictures]
+            name = self.request.hr_upscaler
+            upscaler = self.options.upscaler_models.get(name) if name not in IMAGE_UPSCALERS else None
+            if name not in IMAGE_UPSCALERS and upscaler is None:
+                raise InvalidRequest("hr_upscaler", f"upscaler {name!r} not found")
+            pictures = [resize_image(0, picture, target.width, target.height, name, upscaler) for picture in pictures]
             pixels = image_tensor(pictures)
             upscaled = encode_images(model, pixels)
         tx, ty = target.truncate_x, target.truncate_y

@@ -7,12 +7,17 @@ where a pixel lands decides which pixels an inpaint may touch.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 from scipy.ndimage import convolve1d
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
+
+# One pass of an upscaler model (ESRGAN …): the picture times the model's own scale.
+ImageUpscaler = Callable[[Image.Image], Image.Image]
 
 
 def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
@@ -24,12 +29,18 @@ def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
     return image.convert("RGB")
 
 
-def upscale(image: Image.Image, scale: float, upscaler: str) -> Image.Image:
-    """A1111's ``Upscaler.upscale`` for the built-in upscalers: up to three passes of the upscaler,
-    then a Lanczos resize to ``image·scale`` rounded down to a multiple of 8."""
+def upscale(image: Image.Image, scale: float, upscaler: str, model: ImageUpscaler | None = None) -> Image.Image:
+    """A1111's ``Upscaler.upscale``: up to three passes of the upscaler (``model``, one pass of an
+    upscaler model, for names other than the built-in ones), then a Lanczos resize to
+    ``image·scale`` rounded down to a multiple of 8."""
     dest_w = int((image.width * scale) // 8 * 8)
     dest_h = int((image.height * scale) // 8 * 8)
-    if upscaler in ("Lanczos", "Nearest"):
+    if model is not None:
+        for _ in range(3):
+            if image.width >= dest_w and image.height >= dest_h:
+                break
+            image = model(image)
+    elif upscaler in ("Lanczos", "Nearest"):
         resample = LANCZOS if upscaler == "Lanczos" else NEAREST
         for _ in range(3):
             if image.width >= dest_w and image.height >= dest_h:
@@ -51,22 +62,24 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return width - width % 8, height - height % 8
 
 
-def _resize(image: Image.Image, width: int, height: int, upscaler: str | None) -> Image.Image:
+def _resize(image: Image.Image, width: int, height: int, upscaler: str | None,
+            model: ImageUpscaler | None = None) -> Image.Image:
     if upscaler is None or upscaler == "None" or image.mode == "L":
         return image.resize((width, height), resample=LANCZOS)
     scale = max(width / image.width, height / image.height)
     if scale > 1.0:
-        image = upscale(image, scale, upscaler)
+        image = upscale(image, scale, upscaler, model)
     if image.size != (width, height):
         image = image.resize((width, height), resample=LANCZOS)
     return image
 
 
-def resize_image(mode: int, image: Image.Image, width: int, height: int, upscaler: str | None = None) -> Image.Image:
+def resize_image(mode: int, image: Image.Image, width: int, height: int, upscaler: str | None = None,
+                 model: ImageUpscaler | None = None) -> Image.Image:
     """0 Just resize; 1 Crop and resize (cover, centre crop); 2 Resize and fill (fit, then stretch
     the edge rows/columns into the bars). Mode 3 (latent upscale) resizes images as mode 2."""
     if mode == 0:
-        return _resize(image, width, height, upscaler)
+        return _resize(image, width, height, upscaler, model)
     ratio, src_ratio = width / height, image.width / image.height
     if mode == 1:
         src_w = width if ratio > src_ratio else image.width * height // image.height
@@ -74,7 +87,7 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int, upscale
     else:
         src_w = width if ratio < src_ratio else image.width * height // image.height
         src_h = height if ratio >= src_ratio else image.height * width // image.width
-    resized = _resize(image, src_w, src_h, upscaler)
+    resized = _resize(image, src_w, src_h, upscaler, model)
     result = Image.new("RGB", (width, height))
     result.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
     if mode == 1:

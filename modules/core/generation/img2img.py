@@ -162,7 +162,7 @@ def run_img2img(
     on_batch: BatchStart | None = None,
 ) -> GenerationResult:
     """``model_switch`` (a ``txt2img.ModelSwitch``) carries the refiner checkpoint, if any."""
-    request = request.validate()
+    request = request.validate(options.upscaler_models.keys())
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
     current = model
     result = seeded_result(request, sampling.sampler.name, options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,8 @@ class GenerationOptions:
     sdxl_crop: tuple[int, int] = (0, 0)  # sdxl_crop_top, sdxl_crop_left
     hires_refiner_pass: str = "second pass"  # hires_fix_refiner_pass
     default_multiplier: float = 1.0  # extra_networks_default_multiplier
+    # Upscaler models by name (ESRGAN …): one pass each; looked up only when a job names one.
+    upscaler_models: Mapping[str, Callable] = field(default_factory=dict)
 
 
 class Progress(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Collection
 
 from PIL import Image
 
@@ -118,8 +119,9 @@ class Txt2ImgRequest:
     refiner_checkpoint: str = ""  # "" = none
     refiner_switch_at: float = 0.8
 
-    def validate(self) -> "Txt2ImgRequest":
-        """Check every field; return a copy with numbers normalised (7.0 → 7 for whole floats)."""
+    def validate(self, upscalers: Collection[str] = ()) -> "Txt2ImgRequest":
+        """Check every field; return a copy with numbers normalised (7.0 → 7 for whole floats).
+        ``upscalers``: the names of upscaler models the hires fix may use besides the built-in ones."""
         for name in ("prompt", "negative_prompt"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidRequest(name, "must be text")
@@ -134,8 +136,9 @@ class Txt2ImgRequest:
             Range(0, 10).check("eta", self.eta)
         _check_sampler(self.sampler_name, self.scheduler, "sampler_name", "scheduler")
         if self.enable_hr:
-            if self.hr_upscaler not in HIRES_UPSCALERS:
-                raise InvalidRequest("hr_upscaler", f"must be one of {', '.join(HIRES_UPSCALERS)}; got {self.hr_upscaler!r}")
+            if self.hr_upscaler not in HIRES_UPSCALERS and self.hr_upscaler not in upscalers:
+                raise InvalidRequest("hr_upscaler", f"must be one of {', '.join([*HIRES_UPSCALERS, *upscalers])}; "
+                                                    f"got {self.hr_upscaler!r}")
             _check_sampler(self.hr_sampler_name or self.sampler_name, self.hr_scheduler or self.scheduler,
                            "hr_sampler_name", "hr_scheduler")
             for name in ("hr_prompt", "hr_negative_prompt"):
@@ -226,8 +229,8 @@ class Img2ImgRequest(Txt2ImgRequest):
     latent_mask: object = None  # a mask for the latent blend only (outpainting scripts)
     mode: int = 0  # the UI sub-tab: 0 img2img, 1 sketch, 2 inpaint, 3 inpaint sketch, 4 inpaint upload, 5 batch
 
-    def validate(self) -> "Img2ImgRequest":
-        checked = super().validate()
+    def validate(self, upscalers: Collection[str] = ()) -> "Img2ImgRequest":
+        checked = super().validate(upscalers)
         if not self.init_images:
             raise InvalidRequest("init_images", "needs at least one image")
         if not all(isinstance(image, Image.Image) for image in self.init_images):

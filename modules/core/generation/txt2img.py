@@ -55,7 +55,7 @@ def run_txt2img(
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
     ``first_pass_image`` (✨ upscale) replaces the first pass: only the hires pass runs, on it.
     ``model_switch`` runs the hires pass on another checkpoint (``model`` is the first pass's)."""
-    request = request.validate()
+    request = request.validate(options.upscaler_models.keys())
     if first_pass_image is not None and not request.enable_hr:
         raise InvalidRequest("enable_hr", "must be on to upscale an image with hires fix")
     first = _FirstPass(model, request, options, embeddings)

@@ -26,7 +26,8 @@ from modules.core.sampling.schedulers import SCHEDULERS
 from modules.service.api.images import UrlPolicy, decode_image, encode_png
 from modules.service.api.models import (
     EmbeddingItem, EmbeddingsResponse, ExtensionItem, ExtrasBatchBody, ExtrasBatchResponse, ExtrasImageResponse,
-    ExtrasSingleImageBody, HypernetworkItem, Img2ImgBody, ImageToImageResponse, JobItem, LoraItem, MemoryResponse,
+    ExtrasSingleImageBody, HypernetworkItem, Img2ImgBody, ImageToImageResponse, InterrogateBody, InterrogateResponse,
+    JobItem, LoraItem, MemoryResponse,
     NameItem, PngInfoBody, PngInfoResponse, ProgressResponse, ProgressState, QueueInfo, SamplerItem, SchedulerItem,
     ScriptArg, ScriptInfo, ScriptsList, SDModelItem, StyleItem, TaskProgressBody, TaskProgressResponse,
     TextToImageResponse, Txt2ImgBody, UpscalerItem, VaeItem,
@@ -35,6 +36,7 @@ from modules.service.api.routes import img2img_request, info_json, install_error
 from modules.service.extensions_list import list_extensions
 from modules.service.extras import ExtrasRequest, postprocess
 from modules.service.generation import GenerationService, JobOutcome
+from modules.service.interrogate import MODELS
 from modules.service.queue import QUEUED, RUNNING
 from modules.service.sysinfo import public_flags
 from modules.service.settings import confine_folders
@@ -162,19 +164,26 @@ def generation_routes(service: GenerationService, flags: argparse.Namespace | No
 
     @routes.post("/extra-single-image", response_model=ExtrasImageResponse)
     def extra_single_image(body: ExtrasSingleImageBody) -> ExtrasImageResponse:
-        request = _extras_request(body)
+        request = _extras_request(body, service.upscalers.names())
         image = decode_image(body.image, "image", url_policy(service))
-        picture, text = service.run_exclusive("extras", lambda: _postprocessed(image, request))
+        picture, text = service.run_exclusive("extras", lambda: _postprocessed(service, image, request))
         return ExtrasImageResponse(image=picture, html_info=_html_info(text))
 
     @routes.post("/extra-batch-images", response_model=ExtrasBatchResponse)
     def extra_batch_images(body: ExtrasBatchBody) -> ExtrasBatchResponse:
-        request = _extras_request(body)
+        request = _extras_request(body, service.upscalers.names())
         if not body.imageList:
             raise InvalidRequest("imageList", "needs at least one {data, name} image")
         images = [decode_image(item.data, f"imageList.{i}.data", url_policy(service)) for i, item in enumerate(body.imageList)]
-        made = service.run_exclusive("extras", lambda: [_postprocessed(image, request) for image in images])
+        made = service.run_exclusive("extras", lambda: [_postprocessed(service, image, request) for image in images])
         return ExtrasBatchResponse(images=[picture for picture, _ in made], html_info=_html_info(made[0][1] if made else ""))
+
+    @routes.post("/interrogate", response_model=InterrogateResponse)
+    def interrogate(body: InterrogateBody) -> InterrogateResponse:
+        if body.model not in MODELS:  # before decoding: a wrong name is a quick answer
+            raise InvalidRequest("model", f"must be one of {', '.join(MODELS)}; got {body.model!r}")
+        image = decode_image(body.image, "image", url_policy(service))
+        return InterrogateResponse(caption=service.interrogate(image, body.model))
 
     @routes.post("/png-info", response_model=PngInfoResponse)
     def png_info(body: PngInfoBody) -> PngInfoResponse:
@@ -273,19 +282,19 @@ def _queue_info(service: GenerationService) -> QueueInfo:
     return QueueInfo(running=running.id if running else None, pending=[job.id for job in service.queue.waiting()])
 
 
-def _extras_request(body: ExtrasSingleImageBody) -> ExtrasRequest:
+def _extras_request(body: ExtrasSingleImageBody, upscalers: list[str]) -> ExtrasRequest:
     return ExtrasRequest(
         resize_mode=body.resize_mode, scale=body.upscaling_resize, width=body.upscaling_resize_w,
         height=body.upscaling_resize_h, crop=body.upscaling_crop, upscaler_1=body.upscaler_1 or "None",
         upscaler_2=body.upscaler_2 or "None", upscaler_2_visibility=body.extras_upscaler_2_visibility,
         gfpgan_visibility=body.gfpgan_visibility, codeformer_visibility=body.codeformer_visibility,
-    ).validate()
+    ).validate(upscalers)
 
 
-def _postprocessed(image, request: ExtrasRequest) -> tuple[str, str]:
+def _postprocessed(service: GenerationService, image, request: ExtrasRequest) -> tuple[str, str]:
     """Base64 PNG of the upscaled image, keeping the source's infotext, with its ``postprocessing`` text."""
     source_text, _ = read_infotext(image)
-    picture, text = postprocess(image, request)
+    picture, text = postprocess(image, request, service.upscalers.upscale)
     return encode_png(picture, source_text or None, {"postprocessing": text} if text else None), text
 
 
@@ -344,7 +353,12 @@ def info_routes(service: GenerationService, flags: argparse.Namespace | None) ->
 
     @routes.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[UpscalerItem]:
-        return [UpscalerItem(name=name, model_name=None, model_path=None, model_url=None, scale=4) for name in IMAGE_UPSCALERS]
+        items = [UpscalerItem(name=name, model_name=None, model_path=None, model_url=None, scale=4) for name in IMAGE_UPSCALERS]
+        for file in service.upscalers.files().values():
+            if file.name not in IMAGE_UPSCALERS:
+                items.append(UpscalerItem(name=file.name, model_name=file.kind, model_path=str(file.path), model_url=None,
+                                          scale=file.scale_hint))
+        return items
 
     @routes.get("/latent-upscale-modes", response_model=list[NameItem])
     def latent_upscale_modes() -> list[NameItem]:

@@ -102,6 +102,15 @@ class PngInfoBody(Lenient):
     image: str = Field(description="base64 image, raw or as a data: URI")
 
 
+class InterrogateBody(Lenient):
+    image: str = Field(description="base64 image, raw or as a data: URI")
+    model: str = Field("clip", description="clip or deepdanbooru")
+
+
+class InterrogateResponse(BaseModel):
+    caption: str
+
+
 class PngInfoResponse(BaseModel):
     info: str
     items: dict[str, Any] = Field(default_factory=dict)

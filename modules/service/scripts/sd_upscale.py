@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -19,6 +20,7 @@ from modules.core.generation import image_ops
 from modules.core.generation.request import IMAGE_UPSCALERS
 from modules.service.processing import Processed, Processing, process_images
 from modules.service.scripts.api import Control, Radio, Script, Slider
+from modules.service.upscalers import UpscalerLibrary
 
 INFO_HTML = ('<p style="margin-bottom:0.75em">Will upscale the image by the selected scale factor; '
              'use width and height sliders to set tile size</p>')
@@ -112,19 +114,25 @@ def combine_grid(grid: Grid) -> Image.Image:
     return combined
 
 
-def upscaler_name(choice: int | str) -> str:
+def upscaler_name(choice: int | str, names: Sequence[str] = IMAGE_UPSCALERS) -> str:
     """The Radio's position (or, as A1111 accepts from the API, a name in any case)."""
     if isinstance(choice, str):
-        lowered = [name.lower() for name in IMAGE_UPSCALERS]
+        lowered = [name.lower() for name in names]
         if choice.lower() not in lowered:
-            raise ValueError(f"SD upscale: unknown upscaler {choice!r}; available: {', '.join(IMAGE_UPSCALERS)}")
-        return IMAGE_UPSCALERS[lowered.index(choice.lower())]
-    if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < len(IMAGE_UPSCALERS):
-        raise ValueError(f"SD upscale: upscaler index must be 0..{len(IMAGE_UPSCALERS) - 1}; got {choice!r}")
-    return IMAGE_UPSCALERS[choice]
+            raise ValueError(f"SD upscale: unknown upscaler {choice!r}; available: {', '.join(names)}")
+        return names[lowered.index(choice.lower())]
+    if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < len(names):
+        raise ValueError(f"SD upscale: upscaler index must be 0..{len(names) - 1}; got {choice!r}")
+    return names[choice]
 
 
 class SDUpscale(Script):
+    def __init__(self, upscalers: UpscalerLibrary | None = None):
+        self.upscalers = upscalers  # the model files besides the built-in upscalers
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.upscalers.names()) if self.upscalers is not None else IMAGE_UPSCALERS
+
     def title(self) -> str:
         return "SD upscale"
 
@@ -135,12 +143,12 @@ class SDUpscale(Script):
         return [
             Control("", value=INFO_HTML),
             Slider("Tile overlap", value=64, minimum=0, maximum=256, step=16, elem_id="overlap"),
-            Radio("Upscaler", value=IMAGE_UPSCALERS[0], choices=IMAGE_UPSCALERS, type="index", elem_id="upscaler_index"),
+            Radio("Upscaler", value=IMAGE_UPSCALERS[0], choices=self.names(), type="index", elem_id="upscaler_index"),
             Slider("Scale Factor", value=2.0, minimum=1.0, maximum=4.0, step=0.05, elem_id="scale_factor"),
         ]
 
     def run(self, p: Processing, _info=None, overlap=64, upscaler_index=0, scale_factor=2.0) -> Processed:
-        upscaler = upscaler_name(upscaler_index)
+        upscaler = upscaler_name(upscaler_index, self.names())
         overlap = int(overlap)
         p.seed = rng.fix_seed(p.seed)
         p.subseed = rng.fix_seed(p.subseed)
@@ -150,7 +158,8 @@ class SDUpscale(Script):
 
         picture = image_ops.flatten(p.init_images[0])
         if upscaler != "None":  # "None" keeps the picture's size whatever the scale factor, as A1111
-            picture = image_ops.upscale(picture, scale_factor, upscaler)
+            picture = (self.upscalers.upscale(picture, scale_factor, upscaler) if self.upscalers is not None
+                       else image_ops.upscale(picture, scale_factor, upscaler))
         grid = split_grid(picture, p.width, p.height, overlap)
         work = [tile.image for tile in grid.tiles()]
         batch_size, upscale_count = p.batch_size, p.n_iter

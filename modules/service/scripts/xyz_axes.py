@@ -155,8 +155,14 @@ def closest_checkpoint(titles: list[str], wanted: str) -> str | None:
     return None
 
 
-def build_axis_options(checkpoint_titles: Callable[[], list[str]], vae_names: Callable[[], list[str]]) -> list[AxisOption]:
-    """A1111 v1.10.1's axes (those this program has a setting or field for), in its order."""
+def build_axis_options(checkpoint_titles: Callable[[], list[str]], vae_names: Callable[[], list[str]],
+                       upscaler_names: Callable[[], list[str]] | None = None) -> list[AxisOption]:
+    """A1111 v1.10.1's axes (those this program has a setting or field for), in its order.
+    ``upscaler_names``: every image upscaler (built-in and model files) for "Hires upscaler"."""
+    def hires_upscalers() -> list[str]:
+        return list(HIRES_UPSCALERS) + [name for name in (upscaler_names() if upscaler_names else [])
+                                        if name not in HIRES_UPSCALERS]
+
     def vae_choices() -> list[str]:
         return ["Automatic", "None", *vae_names()]
 
@@ -199,7 +205,7 @@ def build_axis_options(checkpoint_titles: Callable[[], list[str]], vae_names: Ca
         A("Clip skip", int, set_override("CLIP_stop_at_last_layers")),
         A("Denoising", float, set_field("denoising_strength")),
         A("Initial noise multiplier", float, set_field("initial_noise_multiplier"), tab="img2img"),
-        A("Hires upscaler", str, set_field("hr_upscaler"), choices=lambda: list(HIRES_UPSCALERS), tab="txt2img"),
+        A("Hires upscaler", str, set_field("hr_upscaler"), choices=hires_upscalers, tab="txt2img"),
         A("VAE", str, set_override("sd_vae"), cost=0.7, choices=vae_choices, match=match_vae),
         A("UniPC Order", int, apply_uni_pc_order, cost=0.5),
         A("Always discard next-to-last sigma", str, set_override("always_discard_next_to_last_sigma", boolean=True),

@@ -60,8 +60,10 @@ class _Axis:
 
 
 class XYZPlot(Script):
-    def __init__(self, checkpoint_titles: Callable[[], list[str]], vae_names: Callable[[], list[str]]):
-        self.axis_options = build_axis_options(checkpoint_titles, vae_names)
+    def __init__(self, checkpoint_titles: Callable[[], list[str]], vae_names: Callable[[], list[str]],
+                 upscaler_names: Callable[[], list[str]] | None = None):
+        self.axis_options = build_axis_options(checkpoint_titles, vae_names, upscaler_names)
+        self.upscaler_names = upscaler_names
 
     def title(self) -> str:
         return "X/Y/Z plot"
@@ -142,8 +144,7 @@ class XYZPlot(Script):
         results = self._run_cells((nx, ny, nz), (xa.option.cost, ya.option.cost, za.option.cost), make_cell)
         return self._assemble(p, xa, ya, za, results, draw_legend, include_lone_images, include_sub_grids, margin_size)
 
-    @staticmethod
-    def _check_values(p: Processing, axes) -> None:
+    def _check_values(self, p: Processing, axes) -> None:
         """Each value applied alone to a copy of the job must make a valid request: errors come
         before the first image, not after an hour of them."""
         for axis in axes:
@@ -151,7 +152,7 @@ class XYZPlot(Script):
                 probe = copy.copy(p)
                 try:
                     axis.option.apply(probe, value, axis.values)
-                    probe.request.validate()
+                    probe.request.validate(self.upscaler_names() if self.upscaler_names else ())
                 except (InvalidRequest, ValueError) as error:
                     raise ValueError(f"X/Y/Z plot: {axis.option.label} value {value!r}: {error}") from None
 
