@@ -72,6 +72,7 @@ def test_app_has_img2img_between_txt2img_and_pnginfo_with_a1111_ids(service):
         "txt2img_hr_resize_x", "txt2img_hr_resize_y", "hr_sampler", "hr_scheduler", "hires_prompt", "hires_neg_prompt",
         "interrogate", "deepbooru", "extras_image", "extras_image_batch", "extras_batch_input_dir", "extras_upscaler_1",
         "extras_upscaler_2", "extras_upscaler_2_visibility", "extras_upscaling_resize", "extras_generate",
+        "txt2img_send_to_extras", "img2img_send_to_extras", "pnginfo_send_extras",
     }
     assert expected <= ids
     by_id = {b.elem_id: b for b in all_blocks(demo) if b.elem_id}

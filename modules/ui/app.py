@@ -111,6 +111,23 @@ def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_ta
                              queue=False)
 
 
+def _wire_send_to_extras(tabs: gr.Tabs, extras: extras_tab.ExtrasTab, txt2img: txt2img_tab.Txt2ImgTab,
+                         img2img: img2img_tab.Img2ImgTab, pnginfo: pnginfo_tab.PngInfoTab) -> None:
+    """📐 under the galleries and PNG Info's "Send to extras": the picture, opened with its text
+    chunks (the saved result keeps its ``parameters``), goes into Extras' Single Image, which opens."""
+
+    def from_gallery(gallery_value, index: int):
+        return [*extras.send_updates(picture_at(gallery_value, index)), gr.Tabs(selected="extras")]
+
+    def from_file(path: str | None):
+        return [*extras.send_updates(open_picture(path)), gr.Tabs(selected="extras")]
+
+    outputs = [*extras.send_outputs(), tabs]
+    for panel in (txt2img.panel, img2img.panel):
+        panel.send_to_extras.click(from_gallery, [panel.gallery, panel.selected], outputs, queue=False)
+    pnginfo.send_extras.click(from_file, pnginfo.image, outputs, queue=False)
+
+
 def _extension_tabs(service: GenerationService) -> list[tuple]:
     """``on_ui_tabs`` results, built before the page (A1111 renders them into tabs later)."""
     callbacks = service.callbacks
@@ -135,7 +152,7 @@ def build_ui(service: GenerationService, extension_access: bool = True, flags=No
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as img2img_block:
                 img2img = img2img_tab.build(service)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                extras_tab.build(service)
+                extras = extras_tab.build(service)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = pnginfo_tab.build(tabs, txt2img.controls, service)
             with gr.Tab("Gallery", id="gallery", elem_id="tab_gallery") as gallery:
@@ -154,5 +171,6 @@ def build_ui(service: GenerationService, extension_access: bool = True, flags=No
                     extensions_tab.build(service, extension_access)
         ui_config.apply(service.paths.data / "ui-config.json", {"txt2img": txt2img_block, "img2img": img2img_block})
         _wire_send_to(service, tabs, txt2img, img2img, pnginfo)
+        _wire_send_to_extras(tabs, extras, txt2img, img2img, pnginfo)
         _follow_checkpoint_cards(service, checkpoint, txt2img, img2img)
     return demo

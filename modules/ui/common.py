@@ -355,6 +355,7 @@ class OutputPanel:
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
     upscale: gr.Button | None = None
+    send_to_extras: gr.Button | None = None
 
     def outputs(self) -> list:
         return [self.gallery, self.info, self.generation, self.selected]
@@ -366,10 +367,11 @@ def output_panel(tab: str, info_id: str, upscale: bool = False) -> OutputPanel:
     with gr.Row(elem_id=f"image_buttons_{tab}"):
         to_img2img = gr.Button("🖼", elem_id=f"{tab}_send_to_img2img", min_width=48, scale=0)
         to_inpaint = gr.Button("🎨", elem_id=f"{tab}_send_to_inpaint", min_width=48, scale=0)
+        to_extras = gr.Button("📐", elem_id=f"{tab}_send_to_extras", min_width=48, scale=0)
         sparkle = gr.Button("✨", elem_id=f"{tab}_upscale", min_width=48, scale=0) if upscale else None
     info = gr.HTML(elem_id=info_id)
     return OutputPanel(gallery, info, gr.State({"seeds": [], "infotexts": []}), gr.State(0), to_img2img, to_inpaint,
-                       sparkle)
+                       sparkle, to_extras)
 
 
 class SessionJobs:

@@ -1,10 +1,11 @@
 """The Extras tab: upscale a picture, uploaded pictures, or a folder of pictures, by a factor or to
 a size, with a second upscaler blended in. Saved pictures keep their ``parameters`` and carry the
-``extras`` text."""
+``extras`` text. "Send to extras" (wired by the app) puts a picture into Single Image."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -20,16 +21,36 @@ from modules.ui.common import USER_ERRORS
 SINGLE, BATCH, DIRECTORY = 0, 1, 2
 
 
-def build(service: GenerationService) -> gr.Image:
-    """The tab; returns its single-image input (for "Send to extras")."""
+@dataclass
+class ExtrasTab:
+    """What "Send to extras" fills: the single-image input, and the sub-tab it is on."""
+
+    image: gr.Image
+    sub_tabs: gr.Tabs
+    source: gr.State
+
+    def send_outputs(self) -> list:
+        return [self.image, self.sub_tabs, self.source]
+
+    def send_updates(self, picture: Image.Image | None) -> list:
+        """``picture`` (its ``parameters`` text in ``.info``, kept for the saved result) into Single
+        Image, which becomes the chosen source."""
+        if picture is None:
+            raise gr.Error("No image to send")
+        return [picture, gr.Tabs(selected="single_image"), SINGLE]
+
+
+def build(service: GenerationService) -> ExtrasTab:
+    """The tab; returns what "Send to extras" fills."""
     names = service.upscalers.names()
     source_tab, resize_tab = gr.State(SINGLE), gr.State(0)
     with gr.Row():
         with gr.Column():
-            with gr.Tabs(elem_id="mode_extras"):
+            with gr.Tabs(elem_id="mode_extras") as mode_tabs:
                 with gr.Tab("Single Image", id="single_image", elem_id="extras_single_tab") as single_tab:
+                    # PNG (Gradio's default is WebP) so that a picture sent here keeps its text chunks
                     image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                     elem_id="extras_image")
+                                     format="png", elem_id="extras_image")
                 with gr.Tab("Batch Process", id="batch_process", elem_id="extras_batch_process_tab") as batch_tab:
                     files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
                 with gr.Tab("Batch from Directory", id="batch_from_directory",
@@ -87,7 +108,7 @@ def build(service: GenerationService) -> gr.Image:
 
     generate.click(run, [source_tab, image, files, input_dir, output_dir, show_results, resize_tab, scale, width, height,
                          crop, upscaler_1, upscaler_2, visibility], [gallery, info], concurrency_limit=None)
-    return image
+    return ExtrasTab(image, mode_tabs, source_tab)
 
 
 def _sources(service: GenerationService, source: int, picture, uploads, folder: str) -> tuple[list[Image.Image], list[str]]:

@@ -1,5 +1,6 @@
 """PNG Info: show every text chunk of a dropped image (``parameters`` first) and send the
-parameters to txt2img (and, wired by the app, the picture and parameters to img2img / inpaint)."""
+parameters to txt2img (and, wired by the app, the picture and parameters to img2img / inpaint, or
+the picture to Extras)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class PngInfoTab:
     parameters: gr.Textbox
     send_img2img: gr.Button
     send_inpaint: gr.Button
+    send_extras: gr.Button
 
 
 def build(tabs: gr.Tabs, txt2img: FormControls, service: GenerationService) -> PngInfoTab:
@@ -55,10 +57,11 @@ def build(tabs: gr.Tabs, txt2img: FormControls, service: GenerationService) -> P
                 send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
                 send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
                 send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
+                send_extras = gr.Button("Send to extras", elem_id="pnginfo_send_extras")
     image.change(read_chunks, image, [shown, parameters])
 
     def send_to_txt2img(text: str):
         return [*txt2img.paste_updates(service.paste(text)), gr.Tabs(selected="txt2img")]
 
     send.click(send_to_txt2img, parameters, [*txt2img.paste_outputs(), tabs])
-    return PngInfoTab(image, parameters, send_img2img, send_inpaint)
+    return PngInfoTab(image, parameters, send_img2img, send_inpaint, send_extras)
