@@ -323,7 +323,9 @@ def test_lists_of_models_networks_samplers_and_scripts(api, server):
     assert "x/y/z plot" in scripts["txt2img"] and "loopback" in scripts["img2img"] and "loopback" not in scripts["txt2img"]
     info = api.get("/script-info").json()
     assert any(s["name"] == "prompt matrix" and s["args"] and not s["is_alwayson"] for s in info)
-    extension = api.get("/extensions").json()
+    listed = api.get("/extensions").json()
+    assert "tag-autocomplete" in [item["name"] for item in listed]  # built-ins are listed too, as in A1111
+    extension = [item for item in listed if item["name"] == "sd-webui-example"]
     assert extension == [{"name": "sd-webui-example", "remote": "https://example.invalid/ext.git", "branch": "main",
                           "commit_hash": "0123456789abcdef0123456789abcdef01234567", "version": "01234567",
                           "commit_date": extension[0]["commit_date"], "enabled": True}]
