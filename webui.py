@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402  (after the environment above)
 
+from modules import gradio_compat  # noqa: E402  (extension code's Gradio 3/4 shim; see its docstring)
 from modules.core.devices import DevicePolicy, MemoryManager  # noqa: E402
 from modules.core.flags import build_parser, flags_from_environment, parse_flags  # noqa: E402
 from modules.core.hash_cache import HashCache  # noqa: E402
@@ -48,7 +49,8 @@ def extension_host(flags, paths: Paths, settings: Settings) -> ExtensionHost:
     """The extension folders, with the Extensions tab's choices and the --disable-*-extensions flags."""
     mode = "all" if flags.disable_all_extensions else "extra" if flags.disable_extra_extensions else \
         settings.get("disable_all_extensions")
-    return ExtensionHost(paths, disabled=set(settings.get("disabled_extensions")), disable_all=mode)
+    return ExtensionHost(paths, disabled=set(settings.get("disabled_extensions")), disable_all=mode,
+                         prepare_module=gradio_compat.prepare_module)
 
 
 def prepare(argv: list[str]):
@@ -91,6 +93,7 @@ def create_service(flags, settings: Settings | None = None, host: ExtensionHost 
     upscalers = UpscalerLibrary(paths, models.memory, settings.get, models.allow_unsafe)
     scripts = builtin_scripts(models.titles, lambda: list(models.vaes()), upscalers)
     scripts.scripts.extend(host.load_scripts())
+    scripts.component_listeners.append(host.after_component)
     service = GenerationService(paths, settings, models, ServiceFlags(
         nan_check=not flags.disable_nan_check,
         prompt_history=not flags.no_prompt_history,

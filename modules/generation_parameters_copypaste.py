@@ -1,5 +1,7 @@
-"""A1111 facade: the old name of ``modules.infotext_utils``."""
+"""A1111 facade: the old name of ``modules.infotext_utils`` (the same module object)."""
 
-from modules.infotext_utils import parse_generation_parameters, read_info_from_image  # noqa: F401
+import sys
 
-__all__ = ["parse_generation_parameters", "read_info_from_image"]
+from modules import infotext_utils
+
+sys.modules[__name__] = infotext_utils

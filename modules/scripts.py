@@ -7,15 +7,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 from modules.core.paths import INSTALL_DIR
 from modules.service.extensions import context
 from modules.service.extensions.callbacks import PostprocessImageArgs
 from modules.service.scripts import api
 
-__all__ = ["AlwaysVisible", "PostprocessBatchListArgs", "PostprocessImageArgs", "Script", "ScriptFile", "basedir",
-           "list_scripts", "scripts_data"]
+__all__ = ["AlwaysVisible", "PostprocessBatchListArgs", "PostprocessImageArgs", "Script", "ScriptClassData",
+           "ScriptFile", "ScriptRunner", "basedir", "list_scripts", "scripts_img2img", "scripts_txt2img"]
 
 AlwaysVisible = api.ALWAYS_VISIBLE
 
@@ -146,10 +147,48 @@ def list_scripts(scriptdirname: str, extension: str, *, include_extensions: bool
     return found
 
 
-scripts_data: list = []
+class ScriptClassData(NamedTuple):
+    script_class: type
+    path: str
+    basedir: str
+    module: ModuleType
+
+
+class ScriptRunner:
+    """``scripts.scripts_txt2img`` / ``scripts_img2img``: the scripts of one tab."""
+
+    def __init__(self, is_img2img: bool):
+        self.is_img2img = is_img2img
+
+    def _registry(self):
+        service = context.current().service
+        return service.scripts if service is not None else api.ScriptRegistry()
+
+    @property
+    def scripts(self) -> list:
+        return [s for s in self._registry().scripts if s.tab_is_img2img in (None, self.is_img2img)]
+
+    @property
+    def alwayson_scripts(self) -> list:
+        return self._registry().always_on(self.is_img2img)
+
+    @property
+    def selectable_scripts(self) -> list:
+        return self._registry().selectable(self.is_img2img)
+
+    @property
+    def titles(self) -> list[str]:
+        return self._registry().titles(self.is_img2img)
+
+
+scripts_txt2img = ScriptRunner(False)
+scripts_img2img = ScriptRunner(True)
 
 
 def __getattr__(name: str) -> Any:  # PEP 562
     if name == "current_basedir":
         return basedir()
+    if name == "scripts_data":  # every extension script class loaded so far, in load order
+        host = context.current().host
+        return [ScriptClassData(*entry) for entry in (host.script_classes if host is not None else ())]
     raise AttributeError(f"module 'modules.scripts' has no attribute {name!r}")

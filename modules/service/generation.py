@@ -434,7 +434,8 @@ class GenerationService:
                 args = PostprocessImageArgs(image.image)
                 self._hooks(always, "postprocess_image", p, args)
                 image.image = args.image
-            path = self._save(image, request, settings, tab) if save and not image.incomplete else None
+            path = self._save(self._before_saving(image, p), request, settings, tab) \
+                if save and not image.incomplete else None
             saved.append(path)
             if path is not None and self.callbacks.count("image_saved"):
                 self.callbacks.call("image_saved", ImageSaveParams(image.image, p, str(path), {"parameters": image.infotext}))
@@ -496,7 +497,9 @@ class GenerationService:
 
     # -- infotext paste and the token counter ------------------------------------------------------
     def paste(self, text: str) -> Pasted:
-        return paste(text, self.settings)
+        announce = (lambda infotext, params: self.callbacks.call("infotext_pasted", infotext, params)) \
+            if self.callbacks.count("infotext_pasted") else None
+        return paste(text, self.settings, announce)
 
     def last_infotext(self) -> str:
         """The last generation's infotext (``params.txt``), for ↙ with an empty prompt box."""
@@ -571,6 +574,15 @@ class GenerationService:
         configured = settings.get("outdir_grids") or settings.get(f"outdir_{tab}_grids")
         return save_grid(grid, self.paths.resolve_output(configured), basename, infotext or None,
                          OutputFormat.from_settings(settings.get, "grid_format"))
+
+    def _before_saving(self, image: GeneratedImage, p: Processing) -> GeneratedImage:
+        """A1111's ``on_before_image_saved``: the callbacks may change the picture or its infotext in
+        the file (what the page and the API show stays as generated)."""
+        if not self.callbacks.count("before_image_saved"):
+            return image
+        params = ImageSaveParams(image.image, p, "", {"parameters": image.infotext})
+        self.callbacks.call("before_image_saved", params)
+        return replace(image, image=params.image, infotext=str(params.pnginfo.get("parameters", "")))
 
     def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView, tab: str = "txt2img") -> Path:
         loaded = self.models.loaded

@@ -132,6 +132,18 @@ class EmbeddingLibrary:
         self.skipped = skipped
         return list(usable.values())
 
+    def catalogue(self, width: int) -> tuple[dict[str, tuple[Path, int]], dict[str, tuple[Path, int]]]:
+        """``(usable, skipped)`` for a text encoder of ``width``: name → (file, its width)."""
+        self.for_width(width)
+        usable: dict[str, tuple[Path, int]] = {}
+        skipped: dict[str, tuple[Path, int]] = {}
+        with self._lock:
+            for path, (_, parsed) in sorted(self._read.items()):
+                if parsed is not None and path.is_file():
+                    name, vectors = parsed
+                    (usable if width_of(vectors) == width else skipped)[name] = (path, width_of(vectors))
+        return usable, skipped
+
 
 LORA_SUFFIXES = (".pt", ".ckpt", ".safetensors")
 

@@ -4,7 +4,7 @@ belong to settings (Clip skip, ENSD, RNG, Eta …), as A1111's paste does (§3.5
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from modules.core.generation.request import MASKED_CONTENT
 from modules.core.infotext import parse_infotext
@@ -66,8 +66,12 @@ def _setting_value(setting: Setting, value: Any) -> Any:
     return setting.validate(str(value))
 
 
-def paste(text: str, settings: Settings) -> Pasted:
+def paste(text: str, settings: Settings, on_params: Callable[[str, dict], Any] | None = None) -> Pasted:
+    """``on_params(text, params)`` may change the parsed parameters first (A1111's
+    ``on_infotext_pasted`` callbacks)."""
     params = parse_infotext(text, backcompat=settings.get("auto_backcompat"))
+    if on_params is not None:
+        on_params(text, params)
     pasted = Pasted()
     for key, name, kind in FIELDS:
         if key in params:

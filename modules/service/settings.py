@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from modules.core.atomic import keep_aside, write_json
 from modules.service.settings_schema import SCHEMA, SECTIONS, InvalidSetting, Setting
@@ -28,6 +28,7 @@ class Settings:
         self.sections: dict[str, str] = dict(SECTIONS)  # section id → title, in page order
         self._lock = threading.Lock()
         self._values: dict[str, Any] = {}
+        self._watchers: dict[str, list[Callable[[], Any]]] = {}
         if path is not None:
             self._values = self._load(path)
 
@@ -86,10 +87,25 @@ class Settings:
     def set(self, key: str, value: Any, persist: bool = True) -> None:
         setting = self.schema.get(key)
         value = setting.validate(value) if setting else value
+        before = self.get(key) if key in self.schema or key in self._values else None
         with self._lock:
             self._values[key] = value
             if persist and self.path is not None:
                 write_json(self.path, self._values)
+        if value != before:
+            self._changed([key])
+
+    def watch(self, key: str, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` after ``key`` changes (A1111's ``opts.onchange``); its errors are logged."""
+        self._watchers.setdefault(key, []).append(callback)
+
+    def _changed(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            for callback in list(self._watchers.get(key, ())):
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - an extension's callback must not fail the change
+                    log.exception("The change callback of setting %r failed", key)
 
     def update(self, values: dict[str, Any]) -> None:
         """Set several settings at once: all are validated first, so a bad one changes nothing."""
@@ -97,10 +113,12 @@ class Settings:
         for key, value in values.items():
             setting = self.schema.get(key)
             checked[key] = setting.validate(value) if setting else value
+        before = self.data()
         with self._lock:
             self._values.update(checked)
             if self.path is not None:
                 write_json(self.path, self._values)
+        self._changed(key for key, value in checked.items() if before.get(key) != value)
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> "SettingsView":
         """A read-only view where ``overrides`` (validated; unknown keys ignored) win for one job."""

@@ -4,13 +4,31 @@ and the infotext key that carries it (for paste and override-settings)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from modules.core.generation.request import InvalidRequest
 
 
 class InvalidSetting(InvalidRequest):
     """A setting value outside its type or range; ``field`` is the setting's key."""
+
+
+@dataclass(frozen=True)
+class ComponentHint:
+    """How an extension asked for its setting to be shown (A1111's ``OptionInfo``): a Gradio component
+    class (None: by the default's type), its keyword arguments (a dict, or a function returning one
+    that the refresh button calls again), a ``refresh`` function (a 🔄 button ``refresh_<key>``) and
+    notes around the label."""
+
+    component: Any = None
+    args: Any = None
+    refresh: Callable[[], Any] | None = None
+    comment_before: str = ""
+    comment_after: str = ""
+
+    def component_args(self) -> dict:
+        args = self.args() if callable(self.args) else self.args
+        return dict(args) if isinstance(args, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,7 @@ class Setting:
     typed: bool = True  # False for an extension's option whose default says nothing of its type
     per_job: bool = True  # False: a request's override_settings may not change it (limits, security)
     folder: bool = False  # a folder path: the API may only point it inside the data folder
+    hint: ComponentHint | None = None  # an extension's own component for it (Settings page)
 
     def validate(self, value: Any) -> Any:
         if not self.typed:

@@ -62,12 +62,32 @@ def head_html(paths: Paths, extension_dirs: list[Path], settings: dict) -> str:
         styles.append(user_css)
     parts += [f'<script type="text/javascript" src="{_url(path)}"></script>' for path in scripts]
     parts += [f'<script type="module" src="{_url(path)}"></script>' for path in modules]
-    parts += [f'<link rel="stylesheet" property="stylesheet" href="{_url(path)}">' for path in styles]
+    # hanga.js moves these after the page's own CSS (Gradio adds that later), so extensions' rules win ties.
+    parts += [f'<link rel="stylesheet" property="stylesheet" data-hanga-style href="{_url(path)}">' for path in styles]
     return "\n".join(parts)
 
 
-def servable_roots(paths: Paths, extension_dirs: list[Path]) -> list[Path]:
-    """Folders whose files ``/file=`` may serve: the extensions', Hanga's own page assets and
-    ``tmp`` (relative ``file=`` paths resolve against the install folder), and ``user.css``."""
-    return [*extension_dirs, paths.install / "javascript", paths.install / "html", paths.install / "tmp",
+# Files under the install folder ``/file=`` never serves: they can hold passwords (COMMANDLINE_ARGS
+# with --gradio-auth, extensions' API keys in config.json).
+PRIVATE_NAMES = ("webui-user.sh", "webui-user.bat", "webui-user.local.sh", "config.json")
+
+
+def servable_roots(paths: Paths, extension_dirs: list[Path], allowed: list[str] | None = None) -> list[Path]:
+    """What ``/file=`` may serve, A1111's scope: the install folder (relative ``file=`` paths resolve
+    against it: ``tmp/…``, ``html/…``), the extension folders, ``--gradio-allowed-path`` folders and
+    ``<data>/user.css``."""
+    return [paths.install, *extension_dirs, *(Path(folder).expanduser() for folder in allowed or ()),
             paths.data / "user.css"]
+
+
+def servable(target: Path, roots: list[Path], private: list[Path]) -> bool:
+    """Whether ``/file=`` serves ``target`` (resolved): a file under one of ``roots`` (resolved),
+    with no part of its path below that root hidden (``.git``, ``.env``), not a private file."""
+    if not target.is_file() or target in private or target.name.lower().startswith(PRIVATE_NAMES):
+        return False
+    for root in roots:
+        if target == root or target.is_relative_to(root):
+            inside = target.relative_to(root).parts if target != root else (target.name,)
+            if not any(part.startswith(".") for part in inside):
+                return True
+    return False

@@ -7,9 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import logging
+
 import gradio as gr
 
 from modules.service.scripts import api
+from modules.ui.extension_components import announce_new
+
+log = logging.getLogger("hanga")
 
 NONE = "None"
 
@@ -87,20 +92,27 @@ def build(registry: api.ScriptRegistry, is_img2img: bool) -> ScriptControls:
     """Inside ``<tab>_script_container``: the always-on scripts' sections, then the Script dropdown
     with each selectable script's controls (A1111's layout)."""
     tab = "img2img" if is_img2img else "txt2img"
+    announce_new(registry)  # extensions' after_component sees the tab's components before their ui()
     with gr.Column(elem_id=f"{tab}_script_container"):
         always = registry.always_on(is_img2img)
         always_controls = []
-        for script in always:
+        for script in list(always):
             with gr.Group(elem_id=f"{tab}_script_{_slug(script.title())}"):
-                always_controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
-        shown = registry.selectable(is_img2img)
-        titles = [script.title() for script in shown]
-        dropdown = gr.Dropdown([NONE, *titles], value=NONE, label="Script", elem_id="script_list")
-        groups, controls = [], []
-        for script in shown:
+                controls = _controls(script, is_img2img)
+            if controls is None:
+                always.remove(script)
+            else:
+                always_controls.append(controls)
+        dropdown = gr.Dropdown([NONE], value=NONE, label="Script", elem_id="script_list")
+        titles, groups, controls = [], [], []
+        for script in registry.selectable(is_img2img):
             with gr.Group(visible=False) as group:
-                controls.append([component_for(spec) for spec in script.ui(is_img2img) or []])
-            groups.append(group)
+                made = _controls(script, is_img2img)
+            if made is not None:
+                titles.append(script.title())
+                groups.append(group)
+                controls.append(made)
+        dropdown.choices = [(title, title) for title in [NONE, *titles]]
 
     def choose(title: str):
         return [gr.Group(visible=title == name) for name in titles]
@@ -108,6 +120,17 @@ def build(registry: api.ScriptRegistry, is_img2img: bool) -> ScriptControls:
     if groups:
         dropdown.change(choose, dropdown, groups, queue=False, show_progress="hidden")
     return ScriptControls(dropdown, titles, groups, controls, [script.title() for script in always], always_controls)
+
+
+def _controls(script: api.Script, is_img2img: bool) -> list | None:
+    """A script's controls; None when its ``ui()`` fails (an extension's bug is logged and that
+    script left out of the tab, the page still comes up)."""
+    try:
+        return [component_for(spec) for spec in script.ui(is_img2img) or []]
+    except Exception:  # noqa: BLE001
+        log.exception("Script %r left out of the %s tab: its ui() failed", script.title(),
+                      "img2img" if is_img2img else "txt2img")
+        return None
 
 
 def _slug(title: str) -> str:

@@ -4,6 +4,7 @@ FastAPI application, served by uvicorn."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import socket
 
@@ -11,7 +12,7 @@ import gradio as gr
 import uvicorn
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.routing import Mount
@@ -22,10 +23,13 @@ from modules.service.api.body_limit import BodyLimit
 from modules.service.api.endpoints import create_api, task_progress_of
 from modules.service.api.models import TaskProgressBody, TaskProgressResponse
 from modules.service.api.routes import API_PREFIX
+from modules.service.extensions import context
+from modules.service.extensions.access import Access, guard_routes_added, session_user_of
 from modules.service.gallery import thumbnails_dir
 from modules.service.generation import GenerationService
 from modules.ui.app import CSS, build_ui
-from modules.ui.extension_assets import head_html, servable_roots
+from modules.ui.extension_assets import head_html, servable, servable_roots
+from modules.ui.extension_components import add_a1111_classes, announce_rest
 
 log = logging.getLogger("hanga")
 
@@ -50,8 +54,16 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
         ui_auth = _gradio_credentials(flags)
         host = getattr(service, "extensions", None)
         folders = [extension.path for extension in host.active] if host is not None else []
-        _add_file_route(app, servable_roots(service.paths, folders), service.paths.install)
+        access = Access(exposed=is_non_local(flags), open_to_all=bool(flags.enable_insecure_extension_access),
+                        credentials=[*ui_auth, *parse_credentials(flags.api_auth)])
+        page_access = Access(exposed=is_non_local(flags), credentials=ui_auth)
+        private = [Path(flags.gradio_auth_path).expanduser().resolve()] if flags.gradio_auth_path else []
+        _add_file_route(app, servable_roots(service.paths, folders, flags.gradio_allowed_path), service.paths.install,
+                        page_access, private)
+        _add_options_route(app, service, page_access)
         demo = build_ui(service, extension_access=extension_actions_allowed(flags), flags=flags)
+        announce_rest(demo, service.scripts)
+        add_a1111_classes(demo)
         app = gr.mount_gradio_app(
             app,
             demo,
@@ -63,7 +75,14 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
             head=head_html(service.paths, folders, service.settings.data()),
             footer_links=["api"] if flags.api else [],
         )
+        gradio_app = next(route.app for route in app.router.routes if isinstance(route, Mount) and route.path == "")
+        access.session_user = page_access.session_user = session_user_of(gradio_app)
+        before = list(app.router.routes)
         service.callbacks.call("app_started", demo, app)
+        added = guard_routes_added(app.router.routes, before, access)
+        context.bind(serving=True)
+        if added and access.exposed and not access.open_to_all:
+            log.info("Extension routes answer only this machine or a logged-in user: %s", ", ".join(added))
         _page_last(app)
     return app
 
@@ -83,19 +102,35 @@ def _page_last(app: FastAPI) -> None:
         app.router.routes.append(route)
 
 
-def _add_file_route(app: FastAPI, roots: list[Path], base: Path) -> None:
+def _add_file_route(app: FastAPI, roots: list[Path], base: Path, access: Access, private: list[Path]) -> None:
     """A1111's ``/file=<path>``: extensions' scripts, styles and data. A relative path resolves
-    against the install folder; only files under ``roots`` are served (no traversal)."""
+    against the install folder; only files under ``roots`` are served (``..`` leading out, links
+    leading out, hidden files and folders and private files are not). It asks for the UI's login
+    when the UI has one."""
     resolved_roots = [root.resolve() for root in roots]
 
-    def serve_file(path: str):
+    def serve_file(path: str, request: Request):
+        if not access.page_file_allowed(request):
+            raise HTTPException(403, "log in first")
         wanted = Path(path)
         target = (wanted if wanted.is_absolute() else base / wanted).resolve()
-        if not target.is_file() or not any(target == root or target.is_relative_to(root) for root in resolved_roots):
+        if not servable(target, resolved_roots, private):
             raise HTTPException(404, "not found")
         return FileResponse(target, headers={"Cache-Control": "no-cache"})
 
     app.add_api_route("/file={path:path}", serve_file, methods=["GET"], include_in_schema=False)
+
+
+def _add_options_route(app: FastAPI, service: GenerationService, access: Access) -> None:
+    """``hanga/opts``: every setting, for the page's ``opts`` after "Apply settings" (A1111 read them
+    from a hidden textbox that Gradio 6 does not render)."""
+
+    def options(request: Request) -> dict:
+        if not access.page_file_allowed(request):
+            raise HTTPException(403, "log in first")
+        return json.loads(json.dumps(service.settings.data(), default=str))
+
+    app.add_api_route("/hanga/opts", options, methods=["GET"], include_in_schema=False)
 
 
 def _add_cors(app: FastAPI, flags: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ import gradio as gr
 
 from modules.service.settings import Settings
 from modules.service.settings_schema import InvalidSetting, Setting
+
+log = logging.getLogger("hanga")
 
 HIDDEN = {"sd_model_checkpoint"}  # shown in the quicksettings bar instead
 
@@ -33,6 +36,8 @@ def as_stored(setting: Setting, value):
 
 def component_for(setting: Setting, value) -> gr.components.Component:
     common = {"label": setting.label, "elem_id": f"setting_{setting.key}", "value": value}
+    if setting.hint is not None and (setting.hint.component is not None or setting.hint.args):
+        return _extension_component(setting, common)
     if isinstance(setting.default, bool):
         return gr.Checkbox(**common)
     if setting.choices is not None:
@@ -46,6 +51,35 @@ def component_for(setting: Setting, value) -> gr.components.Component:
             return gr.Slider(setting.minimum, setting.maximum, step=step, precision=0 if integer else None, **common)
         return gr.Number(precision=0 if integer else None, minimum=setting.minimum, maximum=setting.maximum, **common)
     return gr.Textbox(**common)
+
+
+def _extension_component(setting: Setting, common: dict) -> gr.components.Component:
+    """The component an extension's ``OptionInfo`` names, with its ``component_args``; a component
+    that cannot be made is reported and shown as a textbox (the page must come up)."""
+    hint = setting.hint
+    try:
+        args = hint.component_args()
+        if hint.component is None:  # by the default's type, as A1111 chooses
+            default = setting.default
+            kind = gr.Checkbox if isinstance(default, bool) else gr.Number if isinstance(default, (int, float)) \
+                else gr.Textbox
+            return kind(**{**args, **common})
+        return hint.component(**{**args, **common})
+    except Exception as error:  # noqa: BLE001 - an extension's component must not stop the page
+        log.error("Setting %s: its component could not be made (%s); shown as a textbox", setting.key, error)
+        return gr.Textbox(**{**common, "value": str(common["value"])})
+
+
+def refresh_button(setting: Setting, component: gr.components.Component) -> None:
+    """A1111's 🔄 beside a setting with ``refresh=``: runs it, then re-reads ``component_args``."""
+    hint = setting.hint
+
+    def refresh():
+        hint.refresh()
+        return gr.update(**hint.component_args())
+
+    button = gr.Button("🔄", elem_id=f"refresh_{setting.key}", elem_classes=["tool", "refresh"], scale=0, min_width=40)
+    button.click(refresh, None, component, queue=False, show_progress="hidden")
 
 
 def defaults_html(settings: Settings) -> str:
@@ -80,7 +114,12 @@ def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
                 continue
             with gr.Tab(title, elem_id=f"settings_{section}"):
                 for setting in members:
-                    components.append(component_for(setting, settings.get(setting.key)))
+                    if setting.hint is not None and setting.hint.refresh is not None:
+                        with gr.Row(elem_id=f"setting_row_{setting.key}"):
+                            components.append(component_for(setting, settings.get(setting.key)))
+                            refresh_button(setting, components[-1])
+                    else:
+                        components.append(component_for(setting, settings.get(setting.key)))
                     rendered.append(setting)
 
     def save(*values):
@@ -98,7 +137,8 @@ def build(settings: Settings, sysinfo: Callable[[], dict] | None = None,
         parts += [f"<span class='error'>{html.escape(e)}</span>" for e in errors]
         return "<br>".join(parts)
 
-    apply.click(save, components, result).then(lambda: defaults_html(settings), None, defaults, queue=False)
+    apply.click(save, components, result).then(lambda: defaults_html(settings), None, defaults, queue=False).then(
+        None, None, None, js="() => { if (window.hangaRefreshOptions) hangaRefreshOptions(); }")  # the page's opts
 
     if sysinfo is not None:
         def write_sysinfo() -> str:

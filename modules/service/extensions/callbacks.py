@@ -12,7 +12,7 @@ log = logging.getLogger("hanga")
 
 # The events Hanga fires, and where (others are accepted and never called; see README).
 FIRED = ("app_started", "model_loaded", "ui_tabs", "ui_settings", "before_image_saved", "image_saved",
-         "infotext_pasted", "before_ui", "script_unloaded")
+         "infotext_pasted", "before_ui", "after_component")
 
 
 @dataclass

@@ -21,6 +21,8 @@ class FacadeContext:
     service: Any = None  # the GenerationService, once built
     paths: Any = None  # modules.core.paths.Paths
     callbacks: Callbacks = field(default_factory=Callbacks)
+    host: Any = None  # the ExtensionHost loading or running the extensions
+    serving: bool = False  # the web server answers requests (extension code may now act on request data)
     current_extension: str = ""  # whose scripts are being imported
     current_basedir: Path | None = None
 

@@ -5,7 +5,6 @@ reported (console and Extensions tab) and everything else keeps working."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 import logging
 import os
@@ -16,8 +15,9 @@ from pathlib import Path
 from types import ModuleType
 
 from modules.core.paths import Paths
-from modules.service.extensions import context
+from modules.service.extensions import context, importer
 from modules.service.extensions.callbacks import Callbacks
+from modules.service.extensions.constraints import write_constraints
 from modules.service.extensions.discovery import Extension, discover
 from modules.service.scripts.api import Script
 
@@ -26,13 +26,27 @@ log = logging.getLogger("hanga")
 INSTALL_TIMEOUT = 600
 
 
+class OnComponent:
+    """What an ``on_after_component(callback, elem_id=…)`` callback gets (A1111's name)."""
+
+    def __init__(self, component):
+        self.component = component
+
+
 class ExtensionHost:
-    def __init__(self, paths: Paths, disabled: set[str] | None = None, disable_all: str = "none"):
+    """``prepare_module`` is called on every module from an extension folder before it runs (the
+    entry point gives the Gradio compat layer's; see ``importer``)."""
+
+    def __init__(self, paths: Paths, disabled: set[str] | None = None, disable_all: str = "none",
+                 prepare_module: importer.Prepare | None = None):
         self.paths = paths
         self.callbacks = Callbacks()
         builtin, user = paths.extension_dirs[1], paths.extension_dirs[0]
         self.extensions: list[Extension] = discover(builtin, user, set(disabled or ()), disable_all)
         self.scripts: list[Script] = []
+        self.script_classes: list[tuple[type, str, str, ModuleType]] = []  # A1111's scripts_data
+        self.prepare_module = prepare_module
+        importer.watch([extension.path for extension in self.extensions], user, prepare_module)
 
     @property
     def active(self) -> list[Extension]:
@@ -45,12 +59,19 @@ class ExtensionHost:
     def run_installers(self) -> None:
         """Each enabled user extension's ``install.py``, as A1111's launcher runs it (``import
         launch`` works: the install folder is on PYTHONPATH). A failure disables the extension."""
-        for extension in self.active:
-            if not extension.is_builtin and (extension.path / "install.py").is_file():
-                self.run_installer(extension)
+        wanted = [e for e in self.active if not e.is_builtin and (e.path / "install.py").is_file()]
+        if wanted:
+            constraints = self.constraints_file()
+            for extension in wanted:
+                self.run_installer(extension, constraints)
 
-    def run_installer(self, extension: Extension) -> bool:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.paths.install), os.environ.get("PYTHONPATH")]))}
+    def constraints_file(self) -> Path:
+        """Hanga's pins for pip (``constraints``): every pip an installer runs honours them."""
+        return write_constraints(self.paths.install / "requirements.txt", self.paths.tmp / "hanga-constraints.txt")
+
+    def run_installer(self, extension: Extension, constraints: Path | None = None) -> bool:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.paths.install), os.environ.get("PYTHONPATH")])),
+               "PIP_CONSTRAINT": str(constraints or self.constraints_file())}
         try:
             done = subprocess.run([sys.executable, str(extension.path / "install.py")], cwd=extension.path, env=env,
                                   capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
@@ -67,6 +88,7 @@ class ExtensionHost:
 
     def preload(self, parser: argparse.ArgumentParser) -> None:
         """``preload(parser)`` of each enabled extension's ``preload.py``: its own flags."""
+        context.bind(callbacks=self.callbacks, host=self)
         for extension in self.active:
             path = extension.path / "preload.py"
             if path.is_file():
@@ -79,12 +101,13 @@ class ExtensionHost:
     def load_scripts(self) -> list[Script]:
         """Import every active extension's ``scripts/*.py`` (sorted, then ordered by metadata.ini
         Before/After); each ``Script`` subclass gets one instance per tab."""
-        context.bind(callbacks=self.callbacks)
+        context.bind(callbacks=self.callbacks, host=self, serving=False)
         for extension, path in self._script_files():
             module = self._import(extension, path, path.name)
             if module is None:
                 continue
             for cls in _script_classes(module):
+                self.script_classes.append((cls, str(path), str(extension.path), module))
                 for is_img2img in (False, True):
                     script = self._instance(extension, cls, path, is_img2img)
                     if script is not None:
@@ -92,6 +115,25 @@ class ExtensionHost:
                         if script.title() not in extension.scripts:
                             extension.scripts.append(script.title())
         return self.scripts
+
+    def after_component(self, component, **kwargs) -> None:
+        """A1111's ``after_component``: each extension script's hook and its
+        ``on_after_component(callback, elem_id=…)`` registrations, then the ``on_after_component``
+        callbacks; errors are reported per extension."""
+        elem_id = kwargs.get("elem_id")
+        for script in self.scripts:
+            extension = self._owner(script)
+            for wanted, callback in getattr(script, "on_after_component_elem_id", None) or ():
+                if wanted == elem_id:
+                    self._guarded(extension, f"{script.title()}: on_after_component", callback, OnComponent(component))
+            hook = getattr(script, "after_component", None)
+            if hook is not None:
+                self._guarded(extension, f"{script.title()}: after_component", lambda: hook(component, **kwargs))
+        self.callbacks.call("after_component", component, **kwargs)
+
+    def _owner(self, script: Script) -> Extension:
+        folder = Path(getattr(script, "filename", "") or ".").parent.parent
+        return next((e for e in self.extensions if e.path == folder), self.extensions[0])
 
     def _script_files(self) -> list[tuple[Extension, Path]]:
         files = [(e, path) for e in self.active if (e.path / "scripts").is_dir()
@@ -118,10 +160,7 @@ class ExtensionHost:
         context.bind(current_extension=extension.name, current_basedir=extension.path)
         sys.path.insert(0, str(extension.path))
         try:
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
+            return importer.load_file(name, path, self.prepare_module)
         except BaseException as error:  # noqa: BLE001 - SystemExit too: an extension must not end start-up
             if isinstance(error, KeyboardInterrupt):
                 raise

@@ -121,6 +121,12 @@ class ScriptRegistry:
     the API's ``script_name``)."""
 
     scripts: list[Script] = field(default_factory=list)
+    # Told of each page component once it exists (the extension host: A1111's after_component).
+    component_listeners: list = field(default_factory=list)
+
+    def announce(self, component: Any, **kwargs: Any) -> None:
+        for listener in self.component_listeners:
+            listener(component, **kwargs)
 
     def selectable(self, is_img2img: bool) -> list[Script]:
         """The Script dropdown's scripts for a tab."""

@@ -1,0 +1,101 @@
+"""End to end: the real server with the ``a1111_patterns`` test extension (written as published A1111
+extensions are), its installer run against a fake pip, driven in Chromium: each documented pattern
+works on the txt2img and the img2img tab."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.fixtures.live_server import Server, chromium
+
+pytestmark = pytest.mark.e2e
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("e2e-extensions")
+    data_dir = folder / "data"
+    shutil.copytree(FIXTURES / "extensions" / "a1111_patterns", data_dir / "extensions" / "a1111_patterns")
+    with pytest.MonkeyPatch.context() as patch:  # pip is faked: installers reach no network
+        patch.setenv("PYTHONPATH", str(FIXTURES / "fake_pip"))
+        patch.setenv("HANGA_FAKE_PIP_LOG", str(folder / "pip.jsonl"))
+        live = Server(data_dir, "--api")
+    live.data_dir, live.pip_log = data_dir, folder / "pip.jsonl"
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server.url)
+        page.wait_for_function("document.body.dataset.patternsSetup !== undefined", timeout=60_000)
+        yield page
+
+
+def state(server) -> dict:
+    return httpx.get(server.url + "/patterns/v1/state").json()
+
+
+def test_installer_and_route(server):
+    assert json.loads(server.pip_log.read_text().splitlines()[0])["argv"][:2] == ["install", "patterns-dependency==1.0"]
+    reply = state(server)  # a FastAPI route added in on_app_started
+    assert reply["greeting"] == "hello from scripts.pattern_lib" and reply["gradio_is_real"] is False
+    assert reply["basedir"] == str(server.data_dir / "extensions" / "a1111_patterns")
+
+
+def test_page_script_attaches_to_both_prompts_with_a1111_selectors(server, page):
+    # One-shot set-up at the first onUiUpdate found both prompts as `#<tab>_prompt > label > textarea`
+    # (img2img's too: it was built before), the hidden input (visible=False) and, with opts, a file= fetch.
+    assert page.evaluate("document.body.dataset.patternsSetup") == "txt2img,hidden:hidden-value,img2img,hidden:hidden-value"
+    page.wait_for_function("document.body.dataset.patternsWords === 'kite,lantern'")
+    for tab, text in (("txt2img", "a cat"), ("img2img", "a dog")):
+        page.click(f"#tab_{tab}-button")
+        prompt = page.locator(f"#{tab}_prompt > label > textarea")
+        prompt.click()
+        prompt.press_sequentially(f"{text} !!")
+        expect(prompt).to_have_value(f"{text} kite")  # the extension's input handler + updateInput
+        page.click(f"#patterns_echo_{tab}")  # _js= runs first, then the server sees the synced prompt
+        expect(page.locator(f"#patterns_echo_out_{tab} textarea")).to_have_value(f"{text.upper()} KITE (JS)")
+    assert page.evaluate("document.body.dataset.patternsJs") == "ran"
+    assert page.evaluate("get_uiCurrentTab().id") == "tab_img2img-button"
+    assert page.evaluate("document.querySelector('#txt2img_prompt').classList.contains('gradio-textbox')")
+
+
+def test_extension_tab_with_gradio_3_code(page):
+    page.click("#tab_patterns-button")
+    note = page.locator("#patterns_tab_note").first  # gr.Box (Gradio 6 puts the id on two nested divs)
+    expect(note).to_contain_text("hello from scripts.pattern_lib")
+    assert page.evaluate("getComputedStyle(document.querySelector('#patterns_tab_note')).borderLeftColor") == \
+        "rgb(4, 5, 6)"  # the extension's style.css, which comes after the page's own CSS
+    assert page.evaluate("""() => {
+        const sheets = [...document.querySelectorAll("style, link[rel=stylesheet]")];
+        const own = sheets.findIndex((e) => e.tagName === "STYLE" && e.textContent.includes(".token-counter"));
+        return own >= 0 && sheets.findIndex((e) => (e.href || "").includes("a1111_patterns/style.css")) > own;
+    }""")
+    page.click("#patterns_tab_reload")  # .click(...).then(_js=...)
+    expect(page.locator("#patterns_tab_marker textarea")).to_have_value("chained _js ran")
+
+
+def test_setting_with_a_refresh_button(server, page):
+    page.click("#tab_settings-button")
+    assert page.evaluate("hangaSelectTab('settings_sections', 'settings_patterns', 'Patterns')")
+    (server.data_dir / "extensions" / "a1111_patterns" / "data" / "extra.txt").write_text("moth\n")
+    page.click("#refresh_patterns_word_list")
+    page.locator("#setting_patterns_word_list input").click()
+    expect(page.get_by_role("option", name="extra.txt")).to_be_visible()  # choices read again
+    assert state(server)["refreshed"] == 1
+    page.get_by_role("option", name="more.txt").click()
+    page.click("#settings_submit")
+    expect(page.locator("#settings_result")).to_contain_text("1 settings changed")
+    page.wait_for_function("opts.patterns_word_list === 'more.txt'")  # the page's opts follow
+    assert json.loads((server.data_dir / "config.json").read_text())["patterns_word_list"] == "more.txt"
