@@ -12,18 +12,13 @@ from typing import Any, NamedTuple
 
 from modules.core.paths import INSTALL_DIR
 from modules.service.extensions import context
-from modules.service.extensions.callbacks import PostprocessImageArgs
+from modules.service.extensions.callbacks import PostprocessBatchListArgs, PostprocessImageArgs
 from modules.service.scripts import api
 
 __all__ = ["AlwaysVisible", "PostprocessBatchListArgs", "PostprocessImageArgs", "Script", "ScriptClassData",
            "ScriptFile", "ScriptRunner", "basedir", "list_scripts", "scripts_img2img", "scripts_txt2img"]
 
 AlwaysVisible = api.ALWAYS_VISIBLE
-
-
-class PostprocessBatchListArgs:
-    def __init__(self, images):
-        self.images = images
 
 
 @dataclass(frozen=True)

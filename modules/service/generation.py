@@ -25,7 +25,7 @@ from modules.core.generation.request import (
 )
 from modules.core.infotext import parse_infotext
 from modules.core.grid import image_grid
-from modules.core.generation.job import decode_latents
+from modules.core.generation.job import BatchHooks, PromptLists, decode_latents, expand_prompts
 from modules.core.generation.job import GeneratedImage, GenerationOptions, GenerationResult
 from modules.core.generation.txt2img import ModelSwitch, run_txt2img
 from modules.core.models.attention import apply_attention
@@ -42,7 +42,7 @@ from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
 from modules.service.processing import Processed, Processing
-from modules.service.extensions.callbacks import Callbacks, ImageSaveParams, PostprocessImageArgs
+from modules.service.extensions.callbacks import Callbacks, ImageSaveParams, PostprocessBatchListArgs, PostprocessImageArgs
 from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
 from modules.service.queue import Job, JobQueue
 from modules.service.scripts.api import ScriptRegistry
@@ -309,8 +309,7 @@ class GenerationService:
         self.state.begin(tab, on_progress, job_id=job.id, preview=self._preview_plan(base))
         out_of_memory = None
         try:
-            self._hooks(always, "before_process", p)
-            self._hooks(always, "process", p)
+            self._hooks(always, "setup", p)
             processed = self._run_script(chosen, p, script[1]) if chosen is not None else None
             if processed is None:
                 processed = runner(p)
@@ -421,9 +420,67 @@ class GenerationService:
         except (ValueError, TypeError) as error:
             raise InvalidRequest("script_args", f"{script.title()}: {error}") from error
 
+    def _prompt_lists(self, p: Processing, options: GenerationOptions, always) -> PromptLists | None:
+        """A1111's ``p.all_prompts``, ``all_negative_prompts``, ``all_seeds`` and ``all_subseeds``,
+        filled before the scripts' ``process`` hook, which may rewrite them (dynamic prompts does).
+        None when no script touched them: the request's own (a script that changed ``p.prompt``
+        or ``p.seed`` instead gets those, with a seed of -1 drawn once)."""
+        if not always:
+            return None
+        request = p.request
+        made = expand_prompts(request, options)
+        p.all_prompts, p.all_negative_prompts = list(made.prompts), list(made.negative_prompts)
+        p.all_seeds, p.all_subseeds = list(made.seeds), list(made.subseeds)
+        self._hooks(always, "process", p)
+        given = PromptLists(p.all_prompts, p.all_negative_prompts, p.all_seeds, p.all_subseeds)
+        if given != made:
+            return given
+        changed = p.request
+        if changed == request:
+            return made
+        # The script changed p's fields, not the lists: the lists follow the fields (the seeds
+        # drawn for -1 stay drawn).
+        if changed.seed == request.seed:
+            changed = replace(changed, seed=made.seeds[0])
+        if changed.subseed == request.subseed:
+            changed = replace(changed, subseed=made.subseeds[0])
+        return expand_prompts(changed, options)
+
+    def _batch_hooks(self, p: Processing, always, batch_size: int) -> BatchHooks:
+        """A1111's per-batch hooks of the always-on scripts, in its order. ``p.prompts``,
+        ``p.negative_prompts``, ``p.seeds`` and ``p.subseeds`` are the batch's; what the hooks add to
+        ``p.extra_generation_params`` reaches the infotexts of this batch and the next ones."""
+
+        def start(number: int, prompts: list, seeds: list, subseeds: list, extra_params: dict) -> None:
+            span = slice(number * batch_size, (number + 1) * batch_size)
+            p.prompts, p.seeds, p.subseeds = list(prompts), list(seeds), list(subseeds)
+            p.negative_prompts = list(getattr(p, "all_negative_prompts", [])[span])
+            p.iteration = number
+            own = p.extra_generation_params
+            p.extra_generation_params = extra_params
+            batch = {"batch_number": number, "prompts": prompts, "seeds": seeds, "subseeds": subseeds}
+            try:
+                self._hooks(always, "before_process_batch", p, **batch)
+                self._hooks(always, "after_extra_networks_activate", p, **batch, extra_network_data={})
+                self._hooks(always, "process_batch", p, **batch)
+            finally:
+                p.extra_generation_params = own
+
+        def decoded(number: int, pictures: torch.Tensor) -> torch.Tensor:
+            self._hooks(always, "postprocess_batch", p, images=pictures, batch_number=number)
+            listed = PostprocessBatchListArgs(list(pictures))
+            self._hooks(always, "postprocess_batch_list", p, listed, batch_number=number)
+            return _batch_from_list(listed.images, pictures)
+
+        return BatchHooks(start=start, decoded=decoded)
+
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list, always=()) -> Processed:
-        """``process_images`` for one (copy of a) job: generate, save each image, build the grid."""
+        """``process_images`` for one (copy of a) job: the scripts' ``before_process`` and
+        ``process`` hooks, then generate, save each image, build the grid."""
+        self._hooks(always, "before_process", p)
         settings = self.settings.with_overrides(p.override_settings)
+        options = self.generation_options(settings)
+        lists = self._prompt_lists(p, options, always)
         save = _saves_samples(settings, save_images) and not p.do_not_save_samples
         loaded = self._ready(settings.get("sd_model_checkpoint") or None, settings)
         saved: list[Path | None] = []
@@ -440,32 +497,20 @@ class GenerationService:
             if path is not None and self.callbacks.count("image_saved"):
                 self.callbacks.call("image_saved", ImageSaveParams(image.image, p, str(path), {"parameters": image.infotext}))
 
-        options = self.generation_options(settings)
         embeddings = self.embeddings.for_width(loaded.model.text_width)
-
-        def on_batch(number: int, prompts: list, seeds: list, subseeds: list, extra_params: dict) -> None:
-            """A1111's per-batch hooks, in order; what they add to ``p.extra_generation_params``
-            reaches the infotexts of this batch and the next ones."""
-            own = p.extra_generation_params
-            p.extra_generation_params = extra_params
-            try:
-                for hook in ("before_process_batch", "process_batch"):
-                    self._hooks(always, hook, p, batch_number=number, prompts=prompts, seeds=seeds, subseeds=subseeds)
-            finally:
-                p.extra_generation_params = own
-
+        hooks = self._batch_hooks(p, always, request.batch_size) if always else None
         common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks, loras=self.loras,
                                  model_switch=self._model_switch(request, loaded, settings),
-                                 on_batch=on_batch if always else None)
+                                 hooks=hooks, prompt_lists=lists)
         else:
             result = run_txt2img(*common, extra_generation_params=p.extra_generation_params,
                                  hypernetworks=self.hypernetworks, loras=self.loras,
                                  first_pass_image=getattr(p, "firstpass_image", None),
                                  model_switch=self._model_switch(request, loaded, settings),
-                                 on_batch=on_batch if always else None)
+                                 hooks=hooks, prompt_lists=lists)
         runs.append((result, loaded, settings))
         processed = Processed(
             images=[image.image for image in result.images], infotexts=result.infotexts,
@@ -631,6 +676,21 @@ def _inside(base: Path, wanted: Path, setting: str) -> Path:
         raise InvalidRequest(setting, f"leads outside the output folder {base} ({wanted}); use a relative pattern "
                                       "without '..'")
     return wanted
+
+
+def _batch_from_list(images: list, pictures: torch.Tensor) -> torch.Tensor:
+    """``postprocess_batch_list``'s pictures back into one batch. Hanga keeps one picture per seed,
+    so a list of another length or shape is ignored, with a warning."""
+    try:
+        stacked = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images]) if images else None
+    except (TypeError, ValueError, RuntimeError):
+        stacked = None
+    if stacked is None or stacked.shape != pictures.shape:
+        log.warning("A script's postprocess_batch_list left %d picture(s) that do not match the batch's %d of "
+                    "shape %s; the batch is kept as decoded (Hanga cannot add or drop pictures there)",
+                    len(images), pictures.shape[0], tuple(pictures.shape[1:]))
+        return pictures
+    return stacked.clamp(0.0, 1.0)
 
 
 def _saves_samples(settings: SettingsView, save_images: bool | None) -> bool:

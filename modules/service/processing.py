@@ -4,7 +4,10 @@
 reads the request, assigning ``p.steps = 30`` replaces the request with a changed copy, so a script
 can edit ``p`` the way A1111 scripts do while validation still sees one typed request. Anything that
 is not a request field (``override_settings``, ``extra_generation_params``, a script's own notes) is
-an ordinary attribute. ``copy.copy(p)`` gives an independent job.
+an ordinary attribute. ``copy.copy(p)`` gives an independent job. While it generates, the service
+sets A1111's lists on it: ``all_prompts``, ``all_negative_prompts``, ``all_seeds``, ``all_subseeds``
+(before the scripts' ``process`` hook, which may rewrite them) and, per batch, ``prompts``,
+``negative_prompts``, ``seeds``, ``subseeds``, ``iteration``.
 
 ``process_images(p)`` hands the job to the runner the service attached (generate, save, grid) and
 returns a ``Processed`` with A1111's attribute names.

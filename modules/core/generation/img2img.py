@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation import image_ops
 from modules.core.generation.job import (
-    Batch, BatchStart, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, batch_rng,
+    Batch, BatchHooks, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, PromptLists, batch_rng,
     encode_images, image_tensor, make_conditioner, reserve_network_keys, run_job, seeded_result,
 )
 from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
@@ -159,13 +159,15 @@ def run_img2img(
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
     model_switch: ModelSwitch | None = None,
-    on_batch: BatchStart | None = None,
+    hooks: BatchHooks | None = None,
+    prompt_lists: PromptLists | None = None,
 ) -> GenerationResult:
-    """``model_switch`` (a ``txt2img.ModelSwitch``) carries the refiner checkpoint, if any."""
+    """``model_switch`` (a ``txt2img.ModelSwitch``) carries the refiner checkpoint, if any;
+    ``prompt_lists`` and ``hooks`` as for ``run_txt2img``."""
     request = request.validate(options.upscaler_models.keys())
     sampling, schedule, unet = prepare_sampling(model, request, options, request.sampler_name, request.scheduler, request.steps)
     current = model
-    result = seeded_result(request, sampling.sampler.name, options)
+    result = seeded_result(request, sampling.sampler.name, options, prompt_lists)
     prepared = prepare_images(model, request, options, result.all_seeds)
     image_cond = image_conditioning(model, prepared.init_latent.shape, prepared.pixels, prepared.image_mask,
                                     options.inpainting_mask_weight)
@@ -233,4 +235,4 @@ def run_img2img(
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning,
                    (request.width // factor, request.height // factor), sample_batch, finish_image,
                    progress_steps=t_enc + 1 if request.denoising_strength > 0 else 0, hypernetworks=hypernetworks,
-                   loras=loras, before_batch=first_model if model_switch is not None else None, on_batch=on_batch)
+                   loras=loras, before_batch=first_model if model_switch is not None else None, hooks=hooks)

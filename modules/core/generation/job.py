@@ -85,6 +85,29 @@ class Progress(Protocol):
 # A batch starts: (batch number, its prompts, seeds, variation seeds, the infotext's extra parameters
 # as they stand, which the callee may extend) — extensions' batch hooks.
 BatchStart = Callable[[int, list, list, list, dict], None]
+# A batch is decoded: (batch number, its pictures as a (B, 3, H, W) float tensor in [0, 1]) → the
+# pictures to keep, same shape (A1111's postprocess_batch hooks).
+BatchDecoded = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BatchHooks:
+    """What a job's caller hears per batch (extensions' always-on scripts)."""
+
+    start: BatchStart | None = None
+    decoded: BatchDecoded | None = None
+
+
+@dataclass(frozen=True)
+class PromptLists:
+    """Every image's prompt, negative prompt, seed and variation seed (A1111's ``p.all_prompts``,
+    ``all_negative_prompts``, ``all_seeds``, ``all_subseeds``): made from the request, or given
+    by a script that rewrote them (dynamic prompts)."""
+
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
 
 
 @dataclass
@@ -124,21 +147,42 @@ class GenerationResult:
         return [image.infotext for image in self.images]
 
 
-def seeded_result(request: Txt2ImgRequest, sampler_name: str, options: GenerationOptions) -> GenerationResult:
+def expand_prompts(request: Txt2ImgRequest, options: GenerationOptions) -> PromptLists:
+    """The request's prompts and seeds for each of its ``batch_size × n_iter`` images; a seed of
+    -1 is drawn now."""
     count = request.batch_size * request.n_iter
     seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
     vary = request.subseed_strength == 0
     prompt, negative = request.prompt, request.negative_prompt
     if options.strip_comments:
         prompt, negative = strip_comments(prompt), strip_comments(negative)
-    return GenerationResult(
-        request=request,
-        sampler_name=sampler_name,
-        all_prompts=[prompt] * count,
-        all_negative_prompts=[negative] * count,
-        all_seeds=[seed + (k if vary else 0) for k in range(count)],
-        all_subseeds=[subseed + k for k in range(count)],
-    )
+    return PromptLists(prompts=[prompt] * count, negative_prompts=[negative] * count,
+                       seeds=[seed + (k if vary else 0) for k in range(count)],
+                       subseeds=[subseed + k for k in range(count)])
+
+
+def _checked_lists(lists: PromptLists, count: int) -> PromptLists:
+    """Lists a script gave: at least one entry per image (the rest are not used), of the right types."""
+    columns = {"all_prompts": (lists.prompts, str), "all_negative_prompts": (lists.negative_prompts, str),
+               "all_seeds": (lists.seeds, int), "all_subseeds": (lists.subseeds, int)}
+    for name, (values, kind) in columns.items():
+        if not isinstance(values, (list, tuple)) or len(values) < count:
+            length = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+            raise InvalidRequest(name, f"a script left {length} entries for {count} images (batch size × batch count)")
+        wrong = [value for value in values[:count] if not isinstance(value, kind) or isinstance(value, bool)]
+        if wrong:
+            raise InvalidRequest(name, f"must hold {kind.__name__} values, not {wrong[0]!r}")
+    return PromptLists(list(lists.prompts[:count]), list(lists.negative_prompts[:count]),
+                       [int(seed) for seed in lists.seeds[:count]], [int(seed) for seed in lists.subseeds[:count]])
+
+
+def seeded_result(request: Txt2ImgRequest, sampler_name: str, options: GenerationOptions,
+                  lists: PromptLists | None = None) -> GenerationResult:
+    count = request.batch_size * request.n_iter
+    lists = expand_prompts(request, options) if lists is None else _checked_lists(lists, count)
+    return GenerationResult(request=request, sampler_name=sampler_name, all_prompts=lists.prompts,
+                            all_negative_prompts=lists.negative_prompts, all_seeds=lists.seeds,
+                            all_subseeds=lists.subseeds)
 
 
 class Conditioning:
@@ -273,14 +317,15 @@ def run_job(
     before_batch: Callable[[], StableDiffusionModel] | None = None,
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
-    on_batch: BatchStart | None = None,
+    hooks: BatchHooks | None = None,
 ) -> GenerationResult:
     """The batch loop: ``n_iter`` batches of ``batch_size`` images at ``latent_size`` (w, h).
     ``before_batch`` (a job that switches checkpoints) makes the first pass's model current and
     returns it; the pictures are decoded with whatever model the batch ended on. ``hypernetworks``
     supplies the ``<hypernet:name:multiplier>`` networks the batch's prompts name, ``loras`` the
     ``<lora:…>`` ones (merged into the weights for the job and taken out exactly afterwards).
-    ``on_batch(number, prompts, seeds, subseeds, extra_params)`` hears each batch start, networks applied."""
+    ``hooks.start(number, prompts, seeds, subseeds, extra_params)`` hears each batch start, networks
+    applied; ``hooks.decoded(number, pictures)`` may change a batch's decoded pictures."""
     size = request.batch_size
     if hypernetworks is not None:
         _add_hypernetwork_setting(result, options, hypernetworks)
@@ -303,8 +348,8 @@ def run_job(
                     networks.enter_context(applied_hypernetworks(other.unet, active))
 
                 networks.enter_context(applied_hypernetworks(model.unet, active))
-                if on_batch is not None:
-                    on_batch(number, result.all_prompts[span], result.all_seeds[span], result.all_subseeds[span],
+                if hooks is not None and hooks.start is not None:
+                    hooks.start(number, result.all_prompts[span], result.all_seeds[span], result.all_subseeds[span],
                              result.extra_generation_params)
                 batch = Batch(
                     number=number,
@@ -321,7 +366,10 @@ def run_job(
                 latent, stopped = sample_batch(batch)
             if options.nan_check and not stopped:
                 _check_for_nans(latent)
-            for offset, image in enumerate(decode_latents(batch.decoder or model, latent, options.auto_vae_precision)):
+            pictures = to_unit(decode_to_pixels(batch.decoder or model, latent, options.auto_vae_precision))
+            if hooks is not None and hooks.decoded is not None:
+                pictures = hooks.decoded(number, pictures)
+            for offset, image in enumerate(unit_to_images(pictures)):
                 if finish_image is not None:
                     image = finish_image(offset, image)
                 generated = _generated(image, number * size + offset, stopped, request, sampling, identity, options, result)
@@ -449,7 +497,16 @@ def _active_hypernetworks(prompts: Sequence[str], source: HypernetworkSource, re
 
 def to_pixels(latent: torch.Tensor) -> list[Image.Image]:
     """Decoded VAE output in [-1, 1] → 8-bit pictures, values truncated like A1111."""
-    pixels = torch.clamp((latent.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return unit_to_images(to_unit(latent))
+
+
+def to_unit(decoded: torch.Tensor) -> torch.Tensor:
+    """Decoded VAE output in [-1, 1] → float pictures in [0, 1] (A1111's ``x_samples_ddim``)."""
+    return torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0)
+
+
+def unit_to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) floats in [0, 1] → 8-bit pictures, values truncated like A1111."""
     return [Image.fromarray((255.0 * np.moveaxis(row.cpu().numpy(), 0, 2)).astype(np.uint8)) for row in pixels]
 
 

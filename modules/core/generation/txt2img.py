@@ -14,7 +14,7 @@ from PIL import Image
 from modules.core.conditioning.textual_inversion import TextualInversion
 from modules.core.generation.hires import HiresPass, add_hires_infotext
 from modules.core.generation.job import (
-    Batch, BatchStart, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
+    Batch, BatchHooks, Conditioning, GeneratedImage, GenerationOptions, GenerationResult, ModelIdentity, Progress, PromptLists, decode_to_pixels, make_conditioner, reserve_network_keys, run_job, seeded_result, to_pixels,
 )
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.passes import ModelSwitch, RefinerSwitch, cfg_denoiser, prepare_sampling
@@ -49,18 +49,21 @@ def run_txt2img(
     model_switch: ModelSwitch | None = None,
     hypernetworks: HypernetworkSource | None = None,
     loras: LoraSource | None = None,
-    on_batch: BatchStart | None = None,
+    hooks: BatchHooks | None = None,
+    prompt_lists: PromptLists | None = None,
 ) -> GenerationResult:
     """``embeddings`` are the textual inversions prompts may name (loaded by the model zoo);
     ``extra_generation_params`` are infotext pairs a script adds (written before the job's own).
     ``first_pass_image`` (✨ upscale) replaces the first pass: only the hires pass runs, on it.
-    ``model_switch`` runs the hires pass on another checkpoint (``model`` is the first pass's)."""
+    ``model_switch`` runs the hires pass on another checkpoint (``model`` is the first pass's).
+    ``prompt_lists`` (a script's rewrite) replace the per-image prompts and seeds the request
+    implies; ``hooks`` hear each batch start and may change its decoded pictures."""
     request = request.validate(options.upscaler_models.keys())
     if first_pass_image is not None and not request.enable_hr:
         raise InvalidRequest("enable_hr", "must be on to upscale an image with hires fix")
     first = _FirstPass(model, request, options, embeddings)
     sampling = first.sampling
-    result = seeded_result(request, sampling.sampler.name, options)
+    result = seeded_result(request, sampling.sampler.name, options, prompt_lists)
     result.extra_generation_params = dict(extra_generation_params or {})
     hires = None
     if request.enable_hr:
@@ -152,4 +155,4 @@ def run_txt2img(
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,
                    sample_batch, progress_steps=steps, before_batch=first_model if model_switch else None,
-                   hypernetworks=hypernetworks, loras=loras, on_batch=on_batch)
+                   hypernetworks=hypernetworks, loras=loras, hooks=hooks)

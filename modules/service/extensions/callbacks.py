@@ -32,6 +32,14 @@ class PostprocessImageArgs:
     image: Any
 
 
+class PostprocessBatchListArgs:
+    """What ``postprocess_batch_list(p, pp, *args, batch_number=)`` gets: ``pp.images``, the batch's
+    pictures as (3, H, W) float tensors in [0, 1], which a script may change or replace."""
+
+    def __init__(self, images):
+        self.images = images
+
+
 @dataclass
 class Registered:
     callback: Callable
