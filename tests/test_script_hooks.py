@@ -46,6 +46,13 @@ def test_every_hook_runs_in_a1111_order_with_the_batch_fields(service):
     assert processed.all_seeds == [40, 41, 42, 43]
 
 
+def test_before_hr_runs_per_batch_before_its_hires_pass(service):
+    _, calls = run(service, "record", n_iter=2, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent")
+    assert [call for call in calls if call.split(":")[0] in ("process_batch", "before_hr", "postprocess_batch")] == [
+        "process_batch:0:['a kite']", "before_hr:0", "postprocess_batch:0:(1, 3, 96, 96)",
+        "process_batch:1:['a kite']", "before_hr:1", "postprocess_batch:1:(1, 3, 96, 96)"]
+
+
 def test_process_may_rewrite_each_images_prompt_and_seed_like_dynamic_prompts(service):
     processed, calls = run(service, "dynamic", batch_size=2, seed=-1)
     assert calls[2].startswith("process:2:")

@@ -472,7 +472,7 @@ class GenerationService:
             self._hooks(always, "postprocess_batch_list", p, listed, batch_number=number)
             return _batch_from_list(listed.images, pictures)
 
-        return BatchHooks(start=start, decoded=decoded)
+        return BatchHooks(start=start, decoded=decoded, before_hires=lambda number: self._hooks(always, "before_hr", p))
 
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list, always=()) -> Processed:
         """``process_images`` for one (copy of a) job: the scripts' ``before_process`` and

@@ -96,6 +96,7 @@ class BatchHooks:
 
     start: BatchStart | None = None
     decoded: BatchDecoded | None = None
+    before_hires: Callable[[int], None] | None = None  # (batch number): its hires pass is about to run
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,13 @@ def run_txt2img(
         return RefinerSwitch(request.refiner_switch_at, model_switch.refiner, prepare, model_switch.refiner_title, batch,
                              result, extra)
 
+    def announce_hires(batch: Batch) -> None:
+        if hooks is not None and hooks.before_hires is not None:
+            hooks.before_hires(batch.number)
+
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         if first_pass_image is not None:
+            announce_hires(batch)
             refine = refiner(batch, in_hires_pass=True)
             second = hires_pass(batch)
             batch.decoder = second.model
@@ -147,6 +152,7 @@ def run_txt2img(
             pictures, latent = to_pixels(decode_to_pixels(batch.decoder or first.model, latent, options.auto_vae_precision)), None
         else:
             pictures = None
+        announce_hires(batch)
         refine = refiner(batch, in_hires_pass=True)  # before the pass below marks the batch as decoded by its model
         second = hires_pass(batch)
         batch.decoder = second.model
