@@ -72,6 +72,19 @@ function updateInput(target) {
     target.dispatchEvent(event);
 }
 
+// A1111's InputAccordion (modules.ui_components): its checkbox, `#<id>-checkbox`, set from JS. Gradio
+// renders a closed accordion's content when it first opens, so a closed one is opened for it.
+function inputAccordionChecked(id, checked) {
+    const find = () => gradioApp().querySelector("#" + id + "-checkbox input[type=checkbox]");
+    const set = (input) => { if (input && input.checked !== Boolean(checked)) input.click(); };
+    const input = find();
+    if (input) return set(input);
+    const head = gradioApp().querySelector("#" + id + " > .label-wrap, #" + id + " .label-wrap");
+    if (!head) return;
+    head.click();
+    hangaWaitFor(find, 5000).then(set);
+}
+
 // -- tabs ---------------------------------------------------------------------------------------
 // A Tabs block's buttons: the ones in the bar (ids `<tab elem_id>-button`) and, when the bar is too
 // narrow, the ones in its "More tabs" menu.

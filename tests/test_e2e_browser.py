@@ -55,7 +55,7 @@ def generate(page: Page, expected_file: Path, steps: int = 6) -> str:
     while not expected_file.exists():
         assert time.time() < deadline, f"{expected_file} was not written"
         time.sleep(0.2)
-    info = page.locator("#txt2img_html_info .infotext")
+    info = page.locator("#html_info_txt2img .infotext")
     expect(info).to_contain_text(f"Steps: {steps}", timeout=30_000)
     return info.inner_text()
 
@@ -272,7 +272,7 @@ def test_ui_waits_in_the_shared_queue_and_shows_a_live_preview(data_dir, browser
         first.join(300)
         expect(gallery.get_by_text("Preview")).to_be_visible(timeout=60_000)
         expect(gallery.get_by_text(re.compile(r"Batch 1/1, step \d+/60"))).to_be_visible(timeout=30_000)
-        expect(page.locator("#txt2img_html_info .infotext")).to_contain_text("Steps: 60", timeout=120_000)
+        expect(page.locator("#html_info_txt2img .infotext")).to_contain_text("Steps: 60", timeout=120_000)
     finally:
         api.close()
         server.stop()

@@ -20,9 +20,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("e2e-extensions")
     data_dir = folder / "data"
+    (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
     shutil.copytree(FIXTURES / "extensions" / "a1111_patterns", data_dir / "extensions" / "a1111_patterns")
     with pytest.MonkeyPatch.context() as patch:  # pip is faked: installers reach no network
         patch.setenv("PYTHONPATH", str(FIXTURES / "fake_pip"))
@@ -99,3 +101,19 @@ def test_setting_with_a_refresh_button(server, page):
     expect(page.locator("#settings_result")).to_contain_text("1 settings changed")
     page.wait_for_function("opts.patterns_word_list === 'more.txt'")  # the page's opts follow
     assert json.loads((server.data_dir / "config.json").read_text())["patterns_word_list"] == "more.txt"
+
+
+def test_input_accordion_enables_a_script_from_the_page_and_from_js(page):
+    page.click("#tab_txt2img-button")
+    checkbox = page.locator("#patterns_acc_txt2img-checkbox input[type=checkbox]")
+    page.locator("#patterns_acc_txt2img .label-wrap").first.click()  # open the accordion
+    expect(checkbox).not_to_be_checked()
+    expect(page.locator("#patterns_acc_tool_txt2img")).to_be_visible()  # extra(): beside the checkbox
+    checkbox.click()
+    expect(checkbox).to_be_checked()
+    page.locator("#txt2img_steps input[type=number]").fill("1")
+    page.click("#txt2img_generate")
+    expect(page.locator("#html_info_txt2img")).to_contain_text("Patterns accordion: on", timeout=60_000)
+    page.click("#tab_img2img-button")  # A1111's JS helper sets it on a closed accordion too
+    page.evaluate("inputAccordionChecked('patterns_acc_img2img', true)")
+    expect(page.locator("#patterns_acc_img2img-checkbox input[type=checkbox]")).to_be_checked()

@@ -114,7 +114,7 @@ def test_txt2img_picture_sent_to_extras_keeps_its_parameters(page, data):
     page.fill("#txt2img_seed input", "4321")
     page.locator("#txt2img_seed input").press("Tab")
     page.click("#txt2img_generate")
-    expect(page.locator("#txt2img_html_info .infotext")).to_contain_text("Seed: 4321", timeout=120_000)
+    expect(page.locator("#html_info_txt2img .infotext")).to_contain_text("Seed: 4321", timeout=120_000)
     folder = data / "outputs" / "txt2img-images" / datetime.date.today().isoformat()
     (generated,) = folder.glob("*-4321-a red boat.png")
     with Image.open(generated) as opened:

@@ -144,3 +144,38 @@ def test_compat_components_keep_their_page_properties():
     assert props[ext.box._id]["elem_id"] == "an_id" and props[ext.box._id]["value"] == "v"
     assert props[ext.box._id]["label"] == "L" and props[ext.box._id]["visible"] == "hidden"
     assert props[ext.tool._id]["elem_id"] == "tool_id" and props[ext.tool._id]["value"] == "🔄"
+
+
+def test_ui_components_input_accordion_and_wrappers_keep_their_ids():
+    ext = run_as_extension('''
+        import gradio as gr
+        from modules.ui_components import DropdownMulti, InputAccordion, ToolButton
+
+        with gr.Blocks() as demo:
+            with InputAccordion(True, label="Regional", elem_id="rp_acc") as enabled:
+                with enabled.extra():
+                    tool = ToolButton("🔄", elem_id="rp_tool")
+                strength = gr.Slider(0, 1, 0.5, label="Strength", elem_id="rp_strength")
+            closed = InputAccordion(False, label="Other")
+            multi = DropdownMulti(choices=["a", "b"], value=["a"], elem_id="rp_multi")
+        config = demo.get_config_file()
+    ''')
+    components = {c["id"]: c for c in ext.config["components"]}
+    assert isinstance(ext.enabled, gr.Checkbox) and ext.enabled.value is True and ext.closed.value is False
+
+    def tree(node):
+        props = components[node["id"]]["props"]
+        return (components[node["id"]]["type"], props.get("elem_id"), [tree(child) for child in node.get("children", [])])
+
+    layout = [tree(node) for node in ext.config["layout"]["children"]]
+    accordion = layout[0]
+    assert accordion[:2] == ("accordion", "rp_acc") and components[ext.enabled.accordion._id]["props"]["open"] is True
+    head, body = accordion[2]
+    assert head[0] == "row" and ("checkbox", "rp_acc-checkbox", []) in head[2][0][2]
+    assert head[2][1] == ("column", "rp_acc-extra", [("button", "rp_tool", [])])  # extra(): beside the checkbox
+    assert ("slider", "rp_strength", []) in body[2]
+    assert "input-accordion" in components[ext.enabled.accordion._id]["props"]["elem_classes"]
+    assert components[ext.closed.accordion._id]["props"]["open"] is False
+    assert components[ext.closed._id]["props"]["elem_id"] == f"{ext.closed.accordion_id}-checkbox"
+    assert components[ext.tool._id]["props"]["elem_classes"][0] == "tool"
+    assert components[ext.multi._id]["props"]["elem_id"] == "rp_multi" and components[ext.multi._id]["props"]["multiselect"]

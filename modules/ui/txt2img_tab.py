@@ -120,7 +120,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
             overrides = override_dropdown(TAB)
             scripts = scripts_ui.build(service.scripts, is_img2img=False)
         with gr.Column(scale=1):
-            panel = output_panel(TAB, "txt2img_html_info", upscale=True)
+            panel = output_panel(TAB, "html_info_txt2img", upscale=True)
     shown_as = {"hr_sampler_name": lambda value: value or SAME_SAMPLER,
                 "hr_scheduler": lambda value: value or SAME_SCHEDULER,
                 "hr_checkpoint_name": lambda value: value or SAME_CHECKPOINT}
