@@ -7,8 +7,11 @@ precision is only used on CUDA: CPU kernels in fp16 are slow and some are missin
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -143,6 +146,26 @@ class MemoryManager:
         gc.collect()
         if self.policy.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``). glibc keeps what
+    a job freed for reuse, so without this the RSS stays at the biggest job's peak and climbs with
+    each new largest size or batch (the soak measured ~50-70 MB over a few hundred mixed jobs on the
+    tiny model); a trim takes milliseconds. Elsewhere than glibc it does nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
 
 
 @contextmanager

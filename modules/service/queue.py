@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from modules.core.devices import return_freed_memory
+
 log = logging.getLogger("hanga")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -175,6 +177,7 @@ class JobQueue:
                 self._running = None
                 self._finished.append(job.record())
             job = None  # the caller holds the outcome; the worker keeps nothing of it
+            return_freed_memory()  # else the RSS stays at the biggest job's peak
 
     @staticmethod
     def _execute(job: Job) -> None:
