@@ -117,3 +117,18 @@ def test_input_accordion_enables_a_script_from_the_page_and_from_js(page):
     page.click("#tab_img2img-button")  # A1111's JS helper sets it on a closed accordion too
     page.evaluate("inputAccordionChecked('patterns_acc_img2img', true)")
     expect(page.locator("#patterns_acc_img2img-checkbox input[type=checkbox]")).to_be_checked()
+
+
+def test_a1111_ids_extensions_select_and_the_swap_button(page):
+    for selector in ("#txt2img_settings #txt2img_width", "#img2img_settings", "#mode_img2img",
+                     "#img2img_settings #img2img_res_switch_btn"):
+        expect(page.locator(selector).first).to_be_attached()
+    page.click("#tab_txt2img-button")
+    width, height = (page.locator(f"#txt2img_{side} input[type=number]") for side in ("width", "height"))
+    width.fill("640")
+    width.press("Enter")
+    height.fill("384")
+    height.press("Enter")
+    page.click("#txt2img_res_switch_btn")
+    expect(width).to_have_value("384")
+    expect(height).to_have_value("640")

@@ -201,7 +201,7 @@ def style_controls(service: GenerationService, tab: str) -> gr.Dropdown:
         name = gr.Dropdown(names, value=None, allow_custom_value=True, label="Style", elem_id=f"{tab}_edit_style_name")
         prompt = gr.Textbox(label="Prompt ({prompt} marks where the prompt goes)", lines=2,
                             elem_id=f"{tab}_edit_style_prompt")
-        negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_edit_style_negative")
+        negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_edit_style_neg_prompt")
         with gr.Row():
             save = gr.Button("Save", elem_id=f"{tab}_edit_style_save")
             delete = gr.Button("Delete", elem_id=f"{tab}_edit_style_delete")
@@ -306,8 +306,14 @@ def refiner_controls(fields: dict, tab: str, checkpoint_titles: list[str]) -> No
 
 
 def size_controls(fields: dict, tab: str) -> None:
-    fields["width"] = slider(64, 2048, 512, 8, "Width", f"{tab}_width")
-    fields["height"] = slider(64, 2048, 512, 8, "Height", f"{tab}_height")
+    """Width and height, with A1111's ⇅ button beside them that swaps the two (in the page)."""
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=4, min_width=160):
+            fields["width"] = slider(64, 2048, 512, 8, "Width", f"{tab}_width")
+            fields["height"] = slider(64, 2048, 512, 8, "Height", f"{tab}_height")
+        swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", elem_classes=["tool"], scale=0, min_width=40)
+    swap.click(fn=None, js="(width, height) => [height, width]", inputs=[fields["width"], fields["height"]],
+               outputs=[fields["width"], fields["height"]], queue=False)
 
 
 def batch_controls(fields: dict, tab: str) -> None:

@@ -281,7 +281,7 @@ def build(service: GenerationService) -> Img2ImgTab:
     extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     mode, scale_tab, sizes = gr.State(IMG2IMG), gr.State(0), gr.State({})
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="img2img_settings"):
             parts = _inputs()
             fields["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index",
                                              label="Resize mode", elem_id="resize_mode")

@@ -106,7 +106,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
     styles = style_controls(service, TAB)
     extra_networks = extra_networks_ui.build(service, TAB, fields["prompt"], fields["negative_prompt"])
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="txt2img_settings"):
             sampler_controls(fields, TAB)
             refiner_controls(fields, TAB, service.models.titles())
             accordion, resolution = _hires(fields, service)
