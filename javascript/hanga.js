@@ -72,16 +72,31 @@ function updateInput(target) {
     target.dispatchEvent(event);
 }
 
-// A1111's InputAccordion (modules.ui_components): its checkbox, `#<id>-checkbox`, set from JS. Gradio
-// renders a closed accordion's content when it first opens, so a closed one is opened for it.
+// A1111's selectCheckpoint(name): load a checkpoint (any of its names) as the quicksettings box does.
+function selectCheckpoint(name) {
+    const box = gradioApp().querySelector("#hanga_checkpoint_pick textarea, #hanga_checkpoint_pick input");
+    const found = gradioApp().querySelector("#change_checkpoint");
+    const button = found && found.tagName !== "BUTTON" ? found.querySelector("button") : found;
+    if (!box || !button) return;
+    box.value = name;
+    updateInput(box);
+    setTimeout(function() { button.click(); }, 0);
+}
+
+// A1111's InputAccordion (modules.ui_components): its checkbox, `#<id>-checkbox`, set from JS. The
+// checkbox is inside the accordion, so a closed accordion is opened first (Gradio ignores a click on
+// a control it does not show, and builds a closed accordion's content when it first opens).
 function inputAccordionChecked(id, checked) {
-    const find = () => gradioApp().querySelector("#" + id + "-checkbox input[type=checkbox]");
-    const set = (input) => { if (input && input.checked !== Boolean(checked)) input.click(); };
+    const find = function() {
+        const input = gradioApp().querySelector("#" + id + "-checkbox input[type=checkbox]");
+        return input && uiElementIsVisible(input) ? input : null;
+    };
+    const set = function(input) { if (input && input.checked !== Boolean(checked)) input.click(); };
     const input = find();
     if (input) return set(input);
     const head = gradioApp().querySelector("#" + id + " > .label-wrap, #" + id + " .label-wrap");
     if (!head) return;
-    head.click();
+    if (!head.classList.contains("open")) head.click();
     hangaWaitFor(find, 5000).then(set);
 }
 

@@ -5,6 +5,7 @@ works on the txt2img and the img2img tab."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def server(tmp_path_factory, tiny_checkpoint):
     data_dir = folder / "data"
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
     shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
+    shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / "zz-second.safetensors")
     shutil.copytree(FIXTURES / "extensions" / "a1111_patterns", data_dir / "extensions" / "a1111_patterns")
     with pytest.MonkeyPatch.context() as patch:  # pip is faked: installers reach no network
         patch.setenv("PYTHONPATH", str(FIXTURES / "fake_pip"))
@@ -132,3 +134,9 @@ def test_a1111_ids_extensions_select_and_the_swap_button(page):
     page.click("#txt2img_res_switch_btn")
     expect(width).to_have_value("384")
     expect(height).to_have_value("640")
+
+
+def test_select_checkpoint_from_js(page):
+    page.evaluate("selectCheckpoint('zz-second')")  # A1111's helper, by any of the checkpoint's names
+    expect(page.locator("#setting_sd_model_checkpoint input")).to_have_value(re.compile(r"^zz-second\.safetensors"),
+                                                                             timeout=60_000)

@@ -54,6 +54,11 @@ def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown
         return gr.Dropdown(choices=service.models.titles(), value=service.current_checkpoint_title() or None), _notice(service)
 
     checkpoint.input(select, checkpoint, checkpoint, concurrency_id="gpu")
+    # A1111's JS selectCheckpoint(name) (extensions' checkpoint lists): the name goes into a hidden
+    # box and a hidden button loads it.
+    picked = gr.Textbox(visible="hidden", elem_id="hanga_checkpoint_pick")
+    change = gr.Button("Change checkpoint", visible="hidden", elem_id="change_checkpoint")
+    change.click(select, picked, checkpoint, concurrency_id="gpu")
     refresh.click(rescan, None, [checkpoint, notice], queue=False)
     return notice, checkpoint
 
