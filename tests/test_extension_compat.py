@@ -177,6 +177,7 @@ def test_script_hooks_and_image_saving_callbacks(bound):
 
         assert parse_infotext(images.read_info_from_image(saved)[0])["Patterns saved"] == "yes"
     assert state(bound)["saved"] == ["a kite"]
+    assert state(bound)["saved_files"] == [str(outcome.processed.saved[0])]  # the path it is written to
 
 
 def test_small_facades(bound):

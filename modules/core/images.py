@@ -271,10 +271,12 @@ def save_image(
     output: OutputFormat = OutputFormat(),
     max_name_length: int = 255,
     extra: Mapping[str, str] | None = None,
+    before_write: BeforeWrite | None = None,
 ) -> Path:
     """Save as the next ``NNNNN-<decoration>.<ext>`` in ``directory`` and return the path; with
     ``save_txt`` the infotext also goes to ``NNNNN-<decoration>.txt``. ``extra``: more PNG text
-    chunks after ``parameters`` (the Extras tab's ``extras``)."""
+    chunks after ``parameters`` (the Extras tab's ``extras``). ``before_write(path, image, infotext)``
+    hears the path chosen and gives the picture and infotext to write there."""
     pil_format = output.pil_format(image)
     suffix = "." + ("png" if pil_format == "PNG" else output.extension.lower())
 
@@ -282,16 +284,24 @@ def save_image(
         stem = f"{number:05}-{decoration}" if decoration else f"{number:05}"
         return stem[: max_name_length - max(4, len(suffix))] + suffix
 
-    return _save_numbered(image, directory, next_sequence_number(directory), name, pil_format, infotext, output, extra)
+    return _save_numbered(image, directory, next_sequence_number(directory), name, pil_format, infotext, output, extra,
+                          before_write)
+
+
+# (the path about to be written, the picture, its infotext) → the picture and infotext to write
+BeforeWrite = Callable[[Path, Image.Image, Any], tuple]
 
 
 def _save_numbered(image: Image.Image, directory: Path, first: int, name, pil_format: str, infotext: str | None,
-                   output: OutputFormat, extra: Mapping[str, str] | None = None) -> Path:
+                   output: OutputFormat, extra: Mapping[str, str] | None = None,
+                   before_write: BeforeWrite | None = None) -> Path:
     """Write atomically under the first free ``name(number)`` from ``first`` on."""
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(500):
         path = directory / name(first + attempt)
         if not path.exists():
+            if before_write is not None:
+                image, infotext = before_write(path, image, infotext)
             with atomic_open(path) as handle:
                 _write(handle, image, pil_format, infotext, output, extra)
             if output.save_txt and infotext is not None:

@@ -491,7 +491,7 @@ class GenerationService:
                 args = PostprocessImageArgs(image.image)
                 self._hooks(always, "postprocess_image", p, args)
                 image.image = args.image
-            path = self._save(self._before_saving(image, p), request, settings, tab) \
+            path = self._save(image, request, settings, tab, self._before_saving(p)) \
                 if save and not image.incomplete else None
             saved.append(path)
             if path is not None and self.callbacks.count("image_saved"):
@@ -620,16 +620,22 @@ class GenerationService:
         return save_grid(grid, self.paths.resolve_output(configured), basename, infotext or None,
                          OutputFormat.from_settings(settings.get, "grid_format"))
 
-    def _before_saving(self, image: GeneratedImage, p: Processing) -> GeneratedImage:
-        """A1111's ``on_before_image_saved``: the callbacks may change the picture or its infotext in
-        the file (what the page and the API show stays as generated)."""
+    def _before_saving(self, p: Processing):
+        """A1111's ``on_before_image_saved``, as the file's path is chosen: the callbacks see that
+        path and may change the picture or its infotext in the file (what the page and the API show
+        stays as generated). None when no extension listens."""
         if not self.callbacks.count("before_image_saved"):
-            return image
-        params = ImageSaveParams(image.image, p, "", {"parameters": image.infotext})
-        self.callbacks.call("before_image_saved", params)
-        return replace(image, image=params.image, infotext=str(params.pnginfo.get("parameters", "")))
+            return None
 
-    def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView, tab: str = "txt2img") -> Path:
+        def before_write(path: Path, picture, infotext):
+            params = ImageSaveParams(picture, p, str(path), {"parameters": infotext or ""})
+            self.callbacks.call("before_image_saved", params)
+            return params.image, str(params.pnginfo.get("parameters", ""))
+
+        return before_write
+
+    def _save(self, image: GeneratedImage, request: Txt2ImgRequest, settings: SettingsView, tab: str = "txt2img",
+              before_write=None) -> Path:
         loaded = self.models.loaded
         fields = name_fields(
             image, request, model_name=loaded.info.stem if loaded else "", vae_path=loaded.vae.path if loaded else None,
@@ -646,7 +652,7 @@ class GenerationService:
         pattern = settings.get("samples_filename_pattern") or "[seed]-[prompt_spaces]"
         decoration = apply_pattern(pattern, fields).replace("/", "_").replace("\\", "_")  # a name, never a path
         return save_image(image.image, directory, decoration, image.infotext,
-                          OutputFormat.from_settings(settings.get, "samples_format"))
+                          OutputFormat.from_settings(settings.get, "samples_format"), before_write=before_write)
 
 
 class OutOfMemory(RuntimeError):
