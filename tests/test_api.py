@@ -139,6 +139,25 @@ def test_api_auth(api_data):
     assert secured.get("/sdapi/v1/sd-models", auth=("alice", "wrong")).status_code == 401
     assert secured.get("/sdapi/v1/sd-models", auth=("bob", "pw")).status_code == 200
 
+    import base64
+
+    def basic(user: str, password: str) -> dict:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    accented = make_client(api_data, "--api-auth", "zoë:pässwört")  # non-ASCII: compared as bytes, no 500
+    assert accented.get("/sdapi/v1/sd-models", headers=basic("zoë", "pässwört")).status_code == 200
+    assert accented.get("/sdapi/v1/sd-models", headers=basic("zoë", "passwort")).status_code == 401
+
+
+def test_credentials_are_compared_pair_by_pair_in_full():
+    from modules.service.api.auth import credentials_match
+
+    pairs = [("alice", "s3cret"), ("bob", "pw")]
+    assert credentials_match(pairs, "bob", "pw") and credentials_match(pairs, "alice", "s3cret")
+    assert not credentials_match(pairs, "alice", "pw") and not credentials_match(pairs, "bob", "s3cret")
+    assert not credentials_match(pairs, "", "") and not credentials_match([], "alice", "s3cret")
+    assert credentials_match([("émile", "ça-va")], "émile", "ça-va") and not credentials_match([("émile", "ça-va")], "emile", "ça-va")
+
 
 def test_api_is_absent_without_the_flag(api_data):
     flags = parse_flags(["--data-dir", str(api_data), "--skip-torch-cuda-test"])

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.routing import Mount
 
 from modules.core.flags import is_non_local, server_name, server_port
-from modules.service.api.auth import basic_auth_dependency, parse_credentials
+from modules.service.api.auth import basic_auth_dependency, credentials_match, parse_credentials
 from modules.service.api.body_limit import BodyLimit
 from modules.service.api.endpoints import create_api, task_progress_of
 from modules.service.api.models import TaskProgressBody, TaskProgressResponse
@@ -68,7 +68,7 @@ def build_app(service: GenerationService, flags: argparse.Namespace) -> FastAPI:
             app,
             demo,
             path="",
-            auth=ui_auth or None,
+            auth=(lambda user, password: credentials_match(ui_auth, user, password)) if ui_auth else None,
             allowed_paths=[str(service.paths.outputs), str(thumbnails_dir(service.paths))],
             max_file_size=f"{service.settings.get('limit_max_upload_mb')}mb",
             css=CSS,

@@ -23,6 +23,18 @@ def parse_credentials(text: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
+def credentials_match(credentials: list[tuple[str, str]], user: str, password: str) -> bool:
+    """Whether ``user:password`` is one of the pairs: each compared in constant time (as bytes, so
+    non-ASCII passwords work), every pair looked at."""
+    given_user, given_password = user.encode("utf-8"), password.encode("utf-8")
+    matched = False
+    for known_user, known_password in credentials:
+        same_user = secrets.compare_digest(given_user, known_user.encode("utf-8"))
+        same_password = secrets.compare_digest(given_password, known_password.encode("utf-8"))
+        matched |= same_user & same_password
+    return matched
+
+
 def basic_auth_dependency(credentials: list[tuple[str, str]]):
     """A FastAPI dependency answering 401 + ``WWW-Authenticate: Basic`` unless a pair matches."""
 
@@ -34,7 +46,7 @@ def basic_auth_dependency(credentials: list[tuple[str, str]]):
                 user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user, password = "", ""
-            if any(secrets.compare_digest(user, u) & secrets.compare_digest(password, p) for u, p in credentials):
+            if credentials_match(credentials, user, password):
                 return
         raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 

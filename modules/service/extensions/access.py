@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute
+
+from modules.service.api.auth import credentials_match
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -43,7 +44,7 @@ class Access:
                 user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user, password = "", ""
-            if any(secrets.compare_digest(user, u) & secrets.compare_digest(password, p) for u, p in self.credentials):
+            if credentials_match(self.credentials, user, password):
                 return True
         return self.session_user is not None and self.session_user(connection) is not None
 
