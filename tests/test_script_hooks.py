@@ -38,7 +38,7 @@ def test_every_hook_runs_in_a1111_order_with_the_batch_fields(service):
     batch = ["before_process_batch:{n}:{seeds}:{seeds}", "after_extra_networks_activate:{n}",
              "process_batch:{n}:['a kite', 'a kite']", "postprocess_batch:{n}:(2, 3, 64, 64)",
              "postprocess_batch_list:{n}:2", "postprocess_image:(64, 64)", "postprocess_image:(64, 64)"]
-    expected = ["setup", "before_process", "process:4:40",
+    expected = ["setup", "before_process", "process:4:40:model",
                 *[entry.format(n=0, seeds=[40, 41]) for entry in batch],
                 *[entry.format(n=1, seeds=[42, 43]) for entry in batch],
                 f"postprocess:{len(processed.images)}"]

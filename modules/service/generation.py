@@ -475,14 +475,15 @@ class GenerationService:
         return BatchHooks(start=start, decoded=decoded, before_hires=lambda number: self._hooks(always, "before_hr", p))
 
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list, always=()) -> Processed:
-        """``process_images`` for one (copy of a) job: the scripts' ``before_process`` and
-        ``process`` hooks, then generate, save each image, build the grid."""
+        """``process_images`` for one (copy of a) job, in A1111's order: the scripts'
+        ``before_process`` hook, the job's settings and checkpoint, the ``process`` hook, then
+        generate, save each image, build the grid."""
         self._hooks(always, "before_process", p)
         settings = self.settings.with_overrides(p.override_settings)
         options = self.generation_options(settings)
-        lists = self._prompt_lists(p, options, always)
         save = _saves_samples(settings, save_images) and not p.do_not_save_samples
         loaded = self._ready(settings.get("sd_model_checkpoint") or None, settings)
+        lists = self._prompt_lists(p, options, always)  # `process` may read the loaded model (shared.sd_model)
         saved: list[Path | None] = []
         request = p.request
 
