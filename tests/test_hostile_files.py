@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from modules.core.generation.request import InvalidRequest, Txt2ImgRequest
 from modules.core.paths import Paths
@@ -143,6 +144,14 @@ def use_merger_vae(service, path: Path, caplog) -> str:
                                                      bake_in_vae=path.name, custom_name="baked"))
 
 
+def use_upscaler(service, path: Path, caplog) -> str:
+    return refused(InvalidRequest, lambda: service.upscalers.upscale(Image.new("RGB", (16, 16)), 2, path.stem))
+
+
+def use_deepbooru(service, path: Path, caplog) -> str:
+    return refused(InvalidRequest, lambda: service.interrogate(Image.new("RGB", (64, 64)), "deepdanbooru"))
+
+
 @dataclass(frozen=True)
 class Loader:
     folder: Callable[[Paths], Path]
@@ -161,6 +170,9 @@ LOADERS: dict[str, Loader] = {
     "lora": Loader(lambda p: p.lora_dirs[0], (".pt", ".ckpt", ".safetensors"), use_lora),
     "merger": Loader(lambda p: p.checkpoints, (".ckpt", ".safetensors"), use_merger),
     "merger-bake-in-vae": Loader(lambda p: p.vae, (".pt", ".ckpt", ".safetensors"), use_merger_vae),
+    "upscaler": Loader(lambda p: p.upscaler_dirs["ESRGAN"], (".pth", ".pt", ".ckpt", ".safetensors"), use_upscaler),
+    "deepbooru": Loader(lambda p: p.deepbooru_dirs[0], (".pt", ".pth", ".safetensors"), use_deepbooru,
+                        stem="model-resnet_custom_v3"),
 }
 
 
@@ -170,7 +182,7 @@ def test_the_loaders_folders_are_the_ones_users_put_files_in(hanga):
     assert folders == {"checkpoint": "models/Stable-diffusion", "vae-selected": "models/VAE",
                        "vae-beside-checkpoint": "models/Stable-diffusion", "hypernetwork": "models/hypernetworks",
                        "embedding": "embeddings", "lora": "models/Lora", "merger": "models/Stable-diffusion",
-                       "merger-bake-in-vae": "models/VAE"}
+                       "merger-bake-in-vae": "models/VAE", "upscaler": "models/ESRGAN", "deepbooru": "models/deepbooru"}
 
 
 # --------------------------------------------------------------------------- the payloads are live
