@@ -85,7 +85,6 @@ class InputAccordion(gr.Checkbox):
         self.accordion = gr.Accordion(label=label, open=bool(value), elem_id=self.accordion_id,
                                       elem_classes=["input-accordion", *([classes] if isinstance(classes, str) else classes)],
                                       visible=kwargs.get("visible", True))
-        self._extra = None
         with self.accordion:
             with gr.Row(elem_classes=["input-accordion-head"]):
                 self.render()

@@ -182,8 +182,7 @@ class GenerationService:
 
         def work() -> list[tuple]:
             made = []
-            folder = directory or self.paths.resolve_output(self.settings.get("outdir_samples")
-                                                            or self.settings.get("outdir_extras_samples"))
+            folder = directory or self.output_dir(tab="extras")
             output = OutputFormat.from_settings(self.settings.get, "samples_format")
             for index, image in enumerate(images):
                 source_text, _ = read_infotext(image)

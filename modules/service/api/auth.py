@@ -35,19 +35,24 @@ def credentials_match(credentials: list[tuple[str, str]], user: str, password: s
     return matched
 
 
+def basic_auth_matches(credentials: list[tuple[str, str]], header: str) -> bool:
+    """Whether an ``Authorization: Basic …`` header carries one of the pairs (a malformed one does not)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return credentials_match(credentials, user, password)
+
+
 def basic_auth_dependency(credentials: list[tuple[str, str]]):
     """A FastAPI dependency answering 401 + ``WWW-Authenticate: Basic`` unless a pair matches."""
 
     def check(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, password = "", ""
-            if credentials_match(credentials, user, password):
-                return
+        if basic_auth_matches(credentials, request.headers.get("authorization", "")):
+            return
         raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 
     return check

@@ -10,8 +10,6 @@ pair, or the UI's login cookie), unless ``--enable-insecure-extension-access`` s
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -19,7 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute
 
-from modules.service.api.auth import credentials_match
+from modules.service.api.auth import basic_auth_matches
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -37,15 +35,8 @@ class Access:
     session_user: Callable[[HTTPConnection], str | None] | None = None
 
     def logged_in(self, connection: HTTPConnection) -> bool:
-        header = connection.headers.get("authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() == "basic" and self.credentials:
-            try:
-                user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, password = "", ""
-            if credentials_match(self.credentials, user, password):
-                return True
+        if basic_auth_matches(self.credentials, connection.headers.get("authorization", "")):
+            return True
         return self.session_user is not None and self.session_user(connection) is not None
 
     def extension_route_allowed(self, connection: HTTPConnection) -> bool:
