@@ -54,3 +54,12 @@ def service(data_dir):
     paths = Paths.create(data_dir=data_dir)
     models = ModelService(paths, MemoryManager(DevicePolicy.choose(use_cpu=["all"])), HashCache(paths.cache_file))
     return GenerationService(paths, Settings(paths.config_file), models, ServiceFlags(console_progress=False))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through Playwright, one per browser-test module."""
+    from tests.fixtures.live_server import chromium
+
+    with chromium() as instance:
+        yield instance

@@ -22,7 +22,7 @@ from playwright.sync_api import Page, expect
 
 from modules.core.hashing import file_sha256
 from modules.core.infotext import parse_infotext
-from tests.fixtures.live_server import Server as LiveServer, chromium
+from tests.fixtures.live_server import Server as LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +34,6 @@ A1111_FLAGS = ["--xformers", "--medvram", "--no-half-vae", "--opt-sdp-attention"
 def Server(data_dir: Path, *flags: str) -> LiveServer:  # noqa: N802 - reads as the class it builds
     """The real server started with a typical A1111 user's COMMANDLINE_ARGS."""
     return LiveServer(data_dir, *flags, commandline_args=tuple(A1111_FLAGS))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as instance:
-        yield instance
 
 
 def set_number(page: Page, elem_id: str, value: int) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from playwright.sync_api import Page, expect
 
-from tests.fixtures.live_server import Server, chromium
+from tests.fixtures.live_server import Server
 from tests.test_deepbooru import controlled_model, save_model
 
 pytestmark = pytest.mark.e2e
@@ -42,12 +42,6 @@ def server(data):
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as instance:
-        yield instance
 
 
 @pytest.fixture

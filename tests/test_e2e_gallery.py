@@ -10,16 +10,10 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures.gallery_images import infotext, write_png
-from tests.fixtures.live_server import Server, chromium
+from tests.fixtures.live_server import Server
 
 pytestmark = pytest.mark.e2e
 
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as instance:
-        yield instance
 
 
 def test_gallery_tab_lists_searches_selects_and_deletes(tmp_path, browser):

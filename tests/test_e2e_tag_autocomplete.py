@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from safetensors.torch import save_file
 
 from modules.core.infotext import parse_infotext
-from tests.fixtures.live_server import Server, chromium
+from tests.fixtures.live_server import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -76,12 +76,6 @@ def server(tmp_path_factory, tiny_checkpoint):
         yield running, data
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as instance:
-        yield instance
 
 
 @pytest.fixture
