@@ -87,17 +87,37 @@ function selectCheckpoint(name) {
 // checkbox is inside the accordion, so a closed accordion is opened first (Gradio ignores a click on
 // a control it does not show, and builds a closed accordion's content when it first opens).
 function inputAccordionChecked(id, checked) {
+    const want = Boolean(checked);
     const find = function() {
         const input = gradioApp().querySelector("#" + id + "-checkbox input[type=checkbox]");
         return input && uiElementIsVisible(input) ? input : null;
     };
-    const set = function(input) { if (input && input.checked !== Boolean(checked)) input.click(); };
-    const input = find();
-    if (input) return set(input);
-    const head = gradioApp().querySelector("#" + id + " > .label-wrap, #" + id + " .label-wrap");
-    if (!head) return;
-    if (!head.classList.contains("open")) head.click();
-    hangaWaitFor(find, 5000).then(set);
+    // The accordion may not be built yet (a tab opened a moment ago builds its content lazily), and
+    // a checkbox clicked just as it mounts can be reset by its component a few ms later, so: open the
+    // accordion once, click the checkbox when it shows, and click again (at most every 250 ms) until
+    // the value has held for 300 ms.
+    let opened = false;
+    let clicked = -Infinity;
+    let heldSince = null;
+    hangaWaitFor(function() {
+        const now = performance.now();
+        const input = find();
+        if (input) {
+            if (input.checked === want) {
+                if (heldSince === null) heldSince = now;
+                return now - heldSince >= 300;
+            }
+            heldSince = null;
+            if (now - clicked > 250) { clicked = now; input.click(); }
+            return false;
+        }
+        const head = gradioApp().querySelector("#" + id + " > .label-wrap, #" + id + " .label-wrap");
+        if (head && !opened) {
+            opened = true;
+            if (!head.classList.contains("open")) head.click();
+        }
+        return false;
+    }, 10000);
 }
 
 // -- tabs ---------------------------------------------------------------------------------------
