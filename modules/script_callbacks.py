@@ -9,8 +9,11 @@ from typing import Callable
 
 from modules.service.extensions import context
 from modules.service.extensions.callbacks import ImageSaveParams  # noqa: F401 - A1111's name
+from modules.service.extensions.callbacks import (  # noqa: F401 - A1111's names
+    AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,
+)
 
-__all__ = ["ImageSaveParams"]
+__all__ = ["ImageSaveParams", "CFGDenoiserParams", "CFGDenoisedParams", "AfterCFGCallbackParams"]
 
 
 def _register(event: str, callback: Callable, name: str | None = None) -> None:

@@ -36,7 +36,8 @@ def pixels(image):
 def test_every_hook_runs_in_a1111_order_with_the_batch_fields(service):
     processed, calls = run(service, "record", batch_size=2, n_iter=2, seed=40)
     batch = ["before_process_batch:{n}:{seeds}:{seeds}", "after_extra_networks_activate:{n}",
-             "process_batch:{n}:['a kite', 'a kite']", "postprocess_batch:{n}:(2, 3, 64, 64)",
+             "process_batch:{n}:['a kite', 'a kite']", "process_before_every_sampling:{n}:(2, 4, 8, 8):noise:True",
+             "postprocess_batch:{n}:(2, 3, 64, 64)",
              "postprocess_batch_list:{n}:2", "postprocess_image:(64, 64)", "postprocess_image:(64, 64)"]
     expected = ["setup", "before_process", "process:4:40:model",
                 *[entry.format(n=0, seeds=[40, 41]) for entry in batch],
@@ -48,9 +49,12 @@ def test_every_hook_runs_in_a1111_order_with_the_batch_fields(service):
 
 def test_before_hr_runs_per_batch_before_its_hires_pass(service):
     _, calls = run(service, "record", n_iter=2, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent")
-    assert [call for call in calls if call.split(":")[0] in ("process_batch", "before_hr", "postprocess_batch")] == [
-        "process_batch:0:['a kite']", "before_hr:0", "postprocess_batch:0:(1, 3, 96, 96)",
-        "process_batch:1:['a kite']", "before_hr:1", "postprocess_batch:1:(1, 3, 96, 96)"]
+    kept = ("process_batch", "process_before_every_sampling", "before_hr", "postprocess_batch")
+    assert [call for call in calls if call.split(":")[0] in kept] == [
+        "process_batch:0:['a kite']", "process_before_every_sampling:0:(1, 4, 8, 8):noise:True", "before_hr:0",
+        "process_before_every_sampling:0:(1, 4, 12, 12):latent:True", "postprocess_batch:0:(1, 3, 96, 96)",
+        "process_batch:1:['a kite']", "process_before_every_sampling:1:(1, 4, 8, 8):noise:True", "before_hr:1",
+        "process_before_every_sampling:1:(1, 4, 12, 12):latent:True", "postprocess_batch:1:(1, 3, 96, 96)"]
 
 
 def test_process_may_rewrite_each_images_prompt_and_seed_like_dynamic_prompts(service):
@@ -99,3 +103,82 @@ def test_postprocess_batch_edits_in_place_and_batch_list_may_reorder(service):
 def test_lists_a_script_left_too_short_are_the_requests_error(service):
     with pytest.raises(ValueError, match="all_prompts.*1 entries for 2 images"):
         run(service, "short", batch_size=2)
+
+
+def test_process_before_every_sampling_starts_img2img_from_the_init_latent(service):
+    from PIL import Image
+
+    from modules.core.generation.request import Img2ImgRequest
+
+    script = next(s for s in service.scripts.always_on(True) if s.title() == "Hook order")
+    script.calls.clear()
+    picture = Image.new("RGB", (64, 64), (200, 40, 40))
+    service.img2img(Img2ImgRequest(prompt="a kite", steps=2, width=64, height=64, seed=3, init_images=(picture,),
+                                   denoising_strength=0.5), alwayson={"Hook order": ["record"]})
+    assert "process_before_every_sampling:0:(1, 4, 8, 8):latent:True" in script.calls
+
+
+# -- CFG denoiser callbacks (on_cfg_denoiser, on_cfg_denoised, on_cfg_after_cfg) --------------------
+
+@pytest.fixture(scope="module")
+def cfg_service(tmp_path_factory, tiny_checkpoint):
+    data_dir = with_extensions(tmp_path_factory.mktemp("cfg"), "cfg-callbacks")
+    (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
+    _, service = start(data_dir)
+    watcher = service.callbacks.by_event["cfg_denoiser"][0].callback.__self__
+    return service, watcher
+
+
+def cfg_run(cfg_service, mode, **fields):
+    service, watcher = cfg_service
+    watcher.mode, watcher.seen = mode, []
+    try:
+        return service.txt2img(request(**fields), save_images=False).processed, list(watcher.seen)
+    finally:
+        watcher.mode = "off"
+
+
+def test_cfg_callbacks_see_every_prediction_with_a1111s_step_count(cfg_service):
+    _, seen = cfg_run(cfg_service, "record", batch_size=2, steps=3, sampler_name="Euler")
+    service, _ = cfg_service
+    assert service.callbacks.by_event["cfg_denoiser"][0].name == "cfg watcher"
+    denoiser = [entry for entry in seen if entry[0] == "denoiser"]
+    # Euler: one prediction per step; the batch is both images' cond rows, then their uncond rows.
+    assert [entry[1:3] for entry in denoiser] == [(0, 3), (0, 3), (1, 3)]  # A1111: the last finished step
+    for entry in denoiser:
+        assert entry[3] == (4, 4, 8, 8) and entry[4] == (4,) and entry[5] is None and entry[8] is True
+        assert entry[6][0] == 2 and entry[7][0] == 2  # text_cond, text_uncond: one row per image
+    assert [entry[0] for entry in seen] == ["denoiser", "denoised", "after_cfg"] * 3
+    assert all(entry[2] == (4, 4, 8, 8) and entry[3] is True for entry in seen if entry[0] == "denoised")
+    assert all(entry[2] == (2, 4, 8, 8) for entry in seen if entry[0] == "after_cfg")
+
+
+def test_cfg_callbacks_changes_are_what_runs(cfg_service):
+    # Guidance made a no-op from either end gives the picture of a CFG scale of 1.
+    fields = {"seed": 21, "steps": 3, "cfg_scale": 9.0, "negative_prompt": "mud"}
+    plain, _ = cfg_run(cfg_service, "off", **fields)
+    unguided, _ = cfg_run(cfg_service, "off", **{**fields, "cfg_scale": 1.0})
+    assert np.abs(pixels(plain.images[0]) - pixels(unguided.images[0])).max() > 10  # the scale matters here
+    for mode in ("same-text", "cond-only"):
+        changed, _ = cfg_run(cfg_service, mode, **fields)
+        assert np.abs(pixels(changed.images[0]) - pixels(unguided.images[0])).max() <= 2, mode
+        assert changed.infotexts[0] == plain.infotexts[0]
+
+
+def test_a_failing_cfg_callback_is_reported_and_the_picture_still_made(cfg_service):
+    service, _ = cfg_service
+    errors = len(service.callbacks.errors)
+    plain, _ = cfg_run(cfg_service, "off", seed=8)
+    failing, _ = cfg_run(cfg_service, "fail", seed=8)
+    assert len(service.callbacks.errors) > errors
+    assert service.callbacks.errors[-1][1] == "cfg_denoiser" and "this callback is broken" in service.callbacks.errors[-1][2]
+    assert pixels(failing.images[0]).tolist() == pixels(plain.images[0]).tolist()
+
+
+def test_cfg_callbacks_hear_the_hires_pass_too(cfg_service):
+    _, seen = cfg_run(cfg_service, "record", steps=3, sampler_name="Euler", enable_hr=True, hr_scale=1.5,
+                      hr_upscaler="Latent", hr_second_pass_steps=2)
+    denoiser = [entry for entry in seen if entry[0] == "denoiser"]
+    assert [entry[1:4] for entry in denoiser] == [(0, 3, (2, 4, 8, 8)), (0, 3, (2, 4, 8, 8)), (1, 3, (2, 4, 8, 8)),
+                                                  (0, 2, (2, 4, 12, 12)), (0, 2, (2, 4, 12, 12))]

@@ -35,6 +35,7 @@ from modules.core.images import OutputFormat, apply_pattern, sanitize_filename_p
 from modules.core.paths import Paths
 from modules.core.png_meta import read_infotext
 from modules.core.preview import cheap_approximation
+from modules.core.sampling.denoiser import DenoiserHooks
 from modules.core.sampling.run import SamplerOptions
 from modules.core.tokenizer import load_clip_tokenizer, tokenizer_file
 from modules.core.version import infotext_version
@@ -471,7 +472,25 @@ class GenerationService:
             self._hooks(always, "postprocess_batch_list", p, listed, batch_number=number)
             return _batch_from_list(listed.images, pictures)
 
-        return BatchHooks(start=start, decoded=decoded, before_hires=lambda number: self._hooks(always, "before_hr", p))
+        def before_sampling(number: int, x: torch.Tensor, noise: torch.Tensor, c, uc) -> None:
+            self._hooks(always, "process_before_every_sampling", p, x=x, noise=noise, c=c, uc=uc)
+
+        if not always:
+            return BatchHooks(denoiser=self._denoiser_hooks())
+        return BatchHooks(start=start, decoded=decoded, before_hires=lambda number: self._hooks(always, "before_hr", p),
+                          before_sampling=before_sampling, denoiser=self._denoiser_hooks())
+
+    def _denoiser_hooks(self) -> DenoiserHooks | None:
+        """Extensions' ``on_cfg_denoiser``, ``on_cfg_denoised`` and ``on_cfg_after_cfg`` callbacks,
+        around every U-Net prediction; None when none is registered (the plain, fastest path)."""
+        events = ("cfg_denoiser", "cfg_denoised", "cfg_after_cfg")
+        if not any(self.callbacks.count(event) for event in events):
+            return None
+
+        def fire(event: str):
+            return (lambda params: self.callbacks.call(event, params)) if self.callbacks.count(event) else None
+
+        return DenoiserHooks(*(fire(event) for event in events))
 
     def _process(self, p: Processing, tab: str, save_images: bool | None, runs: list, always=()) -> Processed:
         """``process_images`` for one (copy of a) job, in A1111's order: the scripts'
@@ -498,7 +517,7 @@ class GenerationService:
                 self.callbacks.call("image_saved", ImageSaveParams(image.image, p, str(path), {"parameters": image.infotext}))
 
         embeddings = self.embeddings.for_width(loaded.model.text_width)
-        hooks = self._batch_hooks(p, always, request.batch_size) if always else None
+        hooks = self._batch_hooks(p, always, request.batch_size)
         common = (loaded.model, loaded.identity, request, options, self.state, on_image, embeddings)
         if p.is_img2img:
             result = run_img2img(*common, extra_generation_params=p.extra_generation_params,

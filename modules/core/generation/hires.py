@@ -16,7 +16,7 @@ from modules.core.conditioning.prompt_parser import strip_comments
 from modules.core.generation.image_ops import resize_image
 from modules.core.generation.img2img import image_conditioning
 from modules.core.generation.job import (
-    Batch, Conditioning, GenerationOptions, GenerationResult, Progress, batch_rng, decode_to_pixels, encode_images,
+    Batch, BatchHooks, Conditioning, GenerationOptions, GenerationResult, Progress, batch_rng, decode_to_pixels, encode_images,
     image_tensor, to_pixels,
 )
 from modules.core.generation.passes import cfg_denoiser, prepare_sampling
@@ -136,13 +136,16 @@ class HiresPass:
         return upscaled, image_conditioning(model, upscaled.shape, pixels, None, self.options.inpainting_mask_weight)
 
     def run(self, latent: torch.Tensor | None, batch: Batch, progress: Progress,
-            pictures: list | None = None, before_step=None) -> tuple[torch.Tensor, bool]:
+            pictures: list | None = None, before_step=None, hooks: BatchHooks | None = None) -> tuple[torch.Tensor, bool]:
+        """``hooks``: the job's, whose ``before_sampling`` and ``denoiser`` hooks hear this pass too."""
         upscaled, image_cond = self.upscale(latent, pictures)
         rng = batch_rng(self.model, self.request, self.options, batch.rng.seeds, batch.rng.subseeds, upscaled.shape[1:])
         noise = rng.next()
         cond = self.conditioning.cond(self.prompts[batch.span])
         uncond = self.conditioning.uncond(self.negatives[batch.span])
         denoiser = cfg_denoiser(self.unet, self.sampling, cond, uncond, self.request.cfg_scale, progress, image_cond=image_cond,
-                                before_step=before_step)
+                                before_step=before_step, hooks=hooks.denoiser if hooks is not None else None)
+        if hooks is not None and hooks.before_sampling is not None:
+            hooks.before_sampling(batch.number, upscaled, noise, cond, uncond)
         return sample_img2img(self.sampling, self.steps, denoiser, noise, upscaled, self.request.denoising_strength, True,
                               rng, self.schedule, self.options.sampler, progress.step)

@@ -221,7 +221,9 @@ def run_img2img(
         noise = batch.rng.next() * request.initial_noise_multiplier
         denoiser = cfg_denoiser(unet, sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
                                 image_cond=None if image_cond is None else image_cond[rows], blend=blend,
-                                before_step=refiner(batch))
+                                before_step=refiner(batch), hooks=hooks.denoiser if hooks is not None else None)
+        if hooks is not None and hooks.before_sampling is not None:
+            hooks.before_sampling(batch.number, init_latent, noise, batch.cond, batch.uncond)
         latent, stopped = sample_img2img(sampling, request.steps, denoiser, noise, init_latent, request.denoising_strength,
                                          options.img2img_fix_steps, batch.rng, schedule, options.sampler, progress.step)
         return (latent if blend is None else blend(latent)), stopped

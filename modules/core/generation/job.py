@@ -30,6 +30,7 @@ from modules.core.models.loader import StableDiffusionModel
 from modules.core.models.tiled_vae import decode_memory_estimate, decode_tiled, encode_tiled
 from modules.core.models.lora import LoraPatch, LoraSource, lora_calls
 from modules.core.rng import ImageRNG, fix_seed
+from modules.core.sampling.denoiser import DenoiserHooks
 from modules.core.sampling.run import SamplerOptions, SamplingPlan, schedule_label
 
 log = logging.getLogger("hanga")
@@ -88,6 +89,10 @@ BatchStart = Callable[[int, list, list, list, dict], None]
 # A batch is decoded: (batch number, its pictures as a (B, 3, H, W) float tensor in [0, 1]) → the
 # pictures to keep, same shape (A1111's postprocess_batch hooks).
 BatchDecoded = Callable[[int, torch.Tensor], torch.Tensor]
+# A sampling pass is about to run (A1111's process_before_every_sampling): (batch number, the latent
+# it starts from, its noise, the cond and uncond conditioning). Called for the first pass, the hires
+# pass and img2img; for txt2img's first pass the latent is the noise.
+BeforeSampling = Callable[[int, torch.Tensor, torch.Tensor, object, object], None]
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class BatchHooks:
     start: BatchStart | None = None
     decoded: BatchDecoded | None = None
     before_hires: Callable[[int], None] | None = None  # (batch number): its hires pass is about to run
+    before_sampling: BeforeSampling | None = None
+    denoiser: DenoiserHooks | None = None  # around each U-Net prediction of every pass
 
 
 @dataclass(frozen=True)

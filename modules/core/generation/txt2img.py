@@ -132,6 +132,8 @@ def run_txt2img(
         if hooks is not None and hooks.before_hires is not None:
             hooks.before_hires(batch.number)
 
+    denoiser_hooks = hooks.denoiser if hooks is not None else None
+
     def sample_batch(batch: Batch) -> tuple[torch.Tensor, bool]:
         if first_pass_image is not None:
             announce_hires(batch)
@@ -139,11 +141,13 @@ def run_txt2img(
             second = hires_pass(batch)
             batch.decoder = second.model
             return second.run(None, batch, progress, pictures=[first_pass_image.convert("RGB")] * len(batch.rng.seeds),
-                              before_step=refine)
+                              before_step=refine, hooks=hooks)
         x = batch.rng.next()
         denoiser = cfg_denoiser(first.unet, first.sampling, batch.cond, batch.uncond, request.cfg_scale, progress,
                                 image_cond=image_conditioning(first.model, x.shape, None, None, 1.0),
-                                before_step=refiner(batch, in_hires_pass=False))
+                                before_step=refiner(batch, in_hires_pass=False), hooks=denoiser_hooks)
+        if hooks is not None and hooks.before_sampling is not None:
+            hooks.before_sampling(batch.number, x, x, batch.cond, batch.uncond)
         latent, stopped = sample(first.sampling, request.steps, denoiser, batch.rng, first.schedule, options.sampler,
                                  progress.step, first_noise=x)
         if hires is None or stopped:
@@ -156,7 +160,7 @@ def run_txt2img(
         refine = refiner(batch, in_hires_pass=True)  # before the pass below marks the batch as decoded by its model
         second = hires_pass(batch)
         batch.decoder = second.model
-        return second.run(latent, batch, progress, pictures=pictures, before_step=refine)
+        return second.run(latent, batch, progress, pictures=pictures, before_step=refine, hooks=hooks)
 
     steps = (0 if first_pass_image is not None else request.steps) + (hires.steps if hires else 0)
     return run_job(model, identity, request, options, progress, on_image, result, sampling, conditioning, latent_size,

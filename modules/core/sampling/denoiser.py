@@ -9,7 +9,8 @@ prompt schedules, and stops sampling when asked to.
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -78,6 +79,56 @@ class LCMDenoiser(UNetDenoiser):
         return c_out * predicted + c_skip * x
 
 
+@dataclass
+class CFGDenoiserParams:
+    """What a ``before`` denoiser hook gets (A1111's ``CFGDenoiserParams``): the U-Net batch about to
+    run (every image's cond rows, then the uncond rows) as ``x``, ``sigma`` and ``image_cond`` (None
+    without image conditioning), and the text conditioning ``text_cond`` / ``text_uncond`` (a tensor,
+    or for SDXL a dict with "crossattn" and "vector"). A hook may change any of them in place or
+    replace them; the batch runs with what they hold afterwards."""
+
+    x: torch.Tensor
+    image_cond: torch.Tensor | None
+    sigma: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: Cond
+    text_uncond: Cond
+    denoiser: Any = None
+
+
+@dataclass
+class CFGDenoisedParams:
+    """What a ``denoised`` hook gets (A1111's ``CFGDenoisedParams``): ``x``, the U-Net batch's
+    predictions (cond rows, then uncond rows) before guidance combines them; ``inner_model`` the
+    U-Net wrapper."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any = None
+
+
+@dataclass
+class AfterCFGCallbackParams:
+    """What an ``after_cfg`` hook gets (A1111's ``AfterCFGCallbackParams``): ``x``, the guided
+    prediction handed to the sampler, which a hook may replace."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass(frozen=True)
+class DenoiserHooks:
+    """Callables run around each prediction (A1111's ``on_cfg_denoiser``, ``on_cfg_denoised`` and
+    ``on_cfg_after_cfg`` events)."""
+
+    before: Callable[[CFGDenoiserParams], None] | None = None
+    denoised: Callable[[CFGDenoisedParams], None] | None = None
+    after_cfg: Callable[[AfterCFGCallbackParams], None] | None = None
+
+
 class CFGDenoiser:
     """Classifier-free guidance over composable prompts, as A1111's CFGDenoiser.
 
@@ -89,6 +140,11 @@ class CFGDenoiser:
     ``image_cond`` (one row per image) is fed to inpainting U-Nets beside every row of that image.
     With a ``blend`` (inpainting), the kept area is reset to the initial latent after each
     prediction, or, for timestep samplers, in the input before it (A1111's ``mask_before_denoising``).
+
+    ``hooks`` see (and may change) each U-Net batch, its predictions and the guided result.
+    ``sampling_step`` and ``total_sampling_steps`` are what they are told: the sampler sets the
+    total when it starts and the step from its per-step callback (A1111's ``state.sampling_step``,
+    the last finished step's index, 0 until the first finishes).
     """
 
     def __init__(
@@ -102,6 +158,7 @@ class CFGDenoiser:
         image_cond: torch.Tensor | None = None,
         blend: "LatentBlend | None" = None,
         before_step: Callable[["CFGDenoiser", torch.Tensor, torch.Tensor], None] | None = None,
+        hooks: DenoiserHooks | None = None,
     ):
         """``before_step(denoiser, x, sigma)`` runs before each prediction; it may hand the rest of
         the sampling to another model with ``switch_model`` (the SDXL refiner)."""
@@ -117,6 +174,9 @@ class CFGDenoiser:
         self.blend = blend
         self.blend_input = timestep_kind
         self.step = 0
+        self.hooks = hooks
+        self.sampling_step = 0
+        self.total_sampling_steps = 0
         self.last_uncond: torch.Tensor | None = None  # CFG++ samplers step along the uncond prediction
 
     def switch_model(self, model: UNetDenoiser, conditioning: Callable[[int], tuple[Cond, CondsList]],
@@ -151,18 +211,40 @@ class CFGDenoiser:
         sigma_cond = torch.repeat_interleave(sigma, repeats, dim=0)
         image = self.image_cond
         image_cond = None if image is None else torch.repeat_interleave(image, repeats, dim=0)
+        x_uncond, sigma_uncond = x, sigma
+        hooks = self.hooks
+        if hooks is not None and hooks.before is not None:
+            rows = x_cond.shape[0]
+            params = CFGDenoiserParams(torch.cat([x_cond, x]), None if image is None else torch.cat([image_cond, image]),
+                                       torch.cat([sigma_cond, sigma]), self.sampling_step, self.total_sampling_steps,
+                                       cond, uncond, self)
+            hooks.before(params)
+            x_cond, x_uncond = params.x[:rows], params.x[rows:]
+            sigma_cond, sigma_uncond = params.sigma[:rows], params.sigma[rows:]
+            if params.image_cond is not None:
+                image_cond, image = params.image_cond[:rows], params.image_cond[rows:]
+            cond, uncond = params.text_cond, params.text_uncond
         if conds.token_count(cond) == conds.token_count(uncond):
             both = None if image is None else torch.cat([image_cond, image])
-            out = self.predict(torch.cat([x_cond, x]), torch.cat([sigma_cond, sigma]), conds.cat([cond, uncond]), both)
-            out_cond, out_uncond = out[: x_cond.shape[0]], out[x_cond.shape[0] :]
+            out = self.predict(torch.cat([x_cond, x_uncond]), torch.cat([sigma_cond, sigma_uncond]),
+                               conds.cat([cond, uncond]), both)
         else:
-            out_cond = self.predict(x_cond, sigma_cond, cond, image_cond)
-            out_uncond = self.predict(x, sigma, uncond, image)
+            out = torch.cat([self.predict(x_cond, sigma_cond, cond, image_cond),
+                             self.predict(x_uncond, sigma_uncond, uncond, image)])
+        if hooks is not None and hooks.denoised is not None:
+            params = CFGDenoisedParams(out, self.sampling_step, self.total_sampling_steps, self.model)
+            hooks.denoised(params)
+            out = params.x
+        out_cond, out_uncond = out[: x_cond.shape[0]], out[x_cond.shape[0] :]
         self.step += 1
         self.last_uncond = out_uncond
         denoised = self._combine(out_cond, out_uncond, conds_list)
         if self.blend is not None and not self.blend_input:
             denoised = self.blend(denoised)
+        if hooks is not None and hooks.after_cfg is not None:
+            params = AfterCFGCallbackParams(denoised, self.sampling_step, self.total_sampling_steps)
+            hooks.after_cfg(params)
+            denoised = params.x
         return denoised
 
     def _combine(self, out_cond: torch.Tensor, out_uncond: torch.Tensor, conds_list: CondsList) -> torch.Tensor:

@@ -148,10 +148,12 @@ def sample(
 
     def callback(step: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         last["denoised"] = denoised
+        denoiser.sampling_step = step
         on_step(step, denoised)
 
     x = rng.next() if first_noise is None else first_noise
     last["denoised"] = x
+    denoiser.sampling_step, denoiser.total_sampling_steps = 0, steps
     try:
         kwargs = _sampler_kwargs(p, options, schedule)
         if p.sampler.kind == "timestep":
@@ -198,7 +200,10 @@ def sample_img2img(
 
     def callback(step: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         last["denoised"] = denoised
+        denoiser.sampling_step = step
         on_step(step, denoised)
+
+    denoiser.sampling_step, denoiser.total_sampling_steps = 0, t_enc + 1  # A1111 counts t_enc + 1 steps
 
     try:
         kwargs = _sampler_kwargs(p, options, schedule)

@@ -8,11 +8,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from modules.core.sampling.denoiser import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams
+
+__all__ = ["AfterCFGCallbackParams", "CFGDenoisedParams", "CFGDenoiserParams", "FIRED", "Callbacks", "ImageSaveParams"]
+
 log = logging.getLogger("hanga")
 
 # The events Hanga fires, and where (others are accepted and never called; see README).
 FIRED = ("app_started", "model_loaded", "ui_tabs", "ui_settings", "before_image_saved", "image_saved",
-         "infotext_pasted", "before_ui", "after_component")
+         "infotext_pasted", "before_ui", "after_component", "cfg_denoiser", "cfg_denoised", "cfg_after_cfg")
 
 
 @dataclass
