@@ -24,6 +24,10 @@ var hangaPageReady = false;
 function gradioApp() {
     const apps = document.getElementsByTagName("gradio-app");
     const root = apps.length ? apps[0] : document;
+    if (root !== document && !root.getElementById) {
+        // Extensions call gradioApp().getElementById(id), which an element lacks (A1111 adds it too).
+        root.getElementById = function(id) { return document.getElementById(id); };
+    }
     return root.shadowRoot || root;
 }
 
@@ -243,6 +247,16 @@ async function hangaRefreshOptions() {
         console.error("could not re-read the settings", error);
     }
 }
+
+// A1111's #sd_checkpoint_hash: the short hash as its text, the full one as its title.
+onOptionsChanged(function() {
+    const elem = gradioApp().getElementById("sd_checkpoint_hash");
+    const sha = opts.sd_checkpoint_hash || "";
+    if (elem && (elem.textContent !== sha.substring(0, 10) || elem.title !== sha)) {
+        elem.textContent = sha.substring(0, 10);
+        elem.title = sha;
+    }
+});
 
 // -- start -------------------------------------------------------------------------------------------
 (function watchThePage() {

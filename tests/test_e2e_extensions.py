@@ -4,6 +4,7 @@ works on the txt2img and the img2img tab."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import expect
+from safetensors.torch import load_file, save_file
 
 from tests.fixtures.live_server import Server, chromium
 
@@ -26,7 +28,9 @@ def server(tmp_path_factory, tiny_checkpoint):
     data_dir = folder / "data"
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
     shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
-    shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / "zz-second.safetensors")
+    # The same weights in a file of its own (other metadata, so another sha256).
+    save_file(load_file(tiny_checkpoint), data_dir / "models" / "Stable-diffusion" / "zz-second.safetensors",
+              metadata={"made_for": "the second checkpoint"})
     shutil.copytree(FIXTURES / "extensions" / "a1111_patterns", data_dir / "extensions" / "a1111_patterns")
     with pytest.MonkeyPatch.context() as patch:  # pip is faked: installers reach no network
         patch.setenv("PYTHONPATH", str(FIXTURES / "fake_pip"))
@@ -136,7 +140,25 @@ def test_a1111_ids_extensions_select_and_the_swap_button(page):
     expect(height).to_have_value("640")
 
 
-def test_select_checkpoint_from_js(page):
+def test_select_checkpoint_from_js_and_the_hash_element_follows(page, server, tiny_checkpoint):
+    folder = server.data_dir / "models" / "Stable-diffusion"
+
+    def sha(name: str) -> str:
+        return hashlib.sha256((folder / name).read_bytes()).hexdigest()
+
+    first, second = sha(tiny_checkpoint.name), sha("zz-second.safetensors")
+    assert first != second
     page.evaluate("selectCheckpoint('zz-second')")  # A1111's helper, by any of the checkpoint's names
     expect(page.locator("#setting_sd_model_checkpoint input")).to_have_value(re.compile(r"^zz-second\.safetensors"),
                                                                              timeout=60_000)
+    # A1111's #sd_checkpoint_hash (tag autocomplete watches its title) and opts.sd_checkpoint_hash follow.
+    hash_link = page.locator("#sd_checkpoint_hash")
+    expect(hash_link).to_have_attribute("title", second, timeout=30_000)
+    expect(hash_link).to_have_text(second[:10])
+    assert page.evaluate("[gradioApp().getElementById('sd_checkpoint_hash').title, opts.sd_checkpoint_hash]") == [second] * 2
+    assert httpx.get(server.url + "/sdapi/v1/options").json()["sd_checkpoint_hash"] == second
+    page.evaluate(f"selectCheckpoint({tiny_checkpoint.stem!r})")
+    expect(hash_link).to_have_attribute("title", first, timeout=60_000)
+    page.reload()  # a fresh page shows it from the start
+    page.wait_for_function("document.body.dataset.patternsSetup !== undefined", timeout=60_000)
+    expect(page.locator("#sd_checkpoint_hash")).to_have_attribute("title", first)

@@ -3,6 +3,7 @@ loaded the way ``webui.py`` loads them — install.py, preload.py, scripts, call
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -131,7 +132,15 @@ def test_settings_callbacks_facades_and_routes(loaded):
     info = json.loads(client.post("/sdapi/v1/txt2img", json=body).json()["info"])
     assert "Test key: api" in info["infotexts"][0] and ping["models"] == 0
     assert shared.sd_model is not None  # a model is loaded now, and on_model_loaded heard of it
-    assert client.get("/ui_bits/ping").json()["models"] == 1
+    ping = client.get("/ui_bits/ping").json()
+    assert ping["models"] == 1
+    # A1111's hidden option: the loaded checkpoint's full sha256, set before on_model_loaded runs.
+    checkpoint = service.models.loaded.info.path
+    assert ping["hashes"] == [hashlib.sha256(checkpoint.read_bytes()).hexdigest()] == [shared.opts.sd_checkpoint_hash]
+    assert client.get("/sdapi/v1/options").json()["sd_checkpoint_hash"] == ping["hashes"][0]
+    body_override = {**body, "override_settings": {"sd_checkpoint_hash": "0" * 64}}
+    refused = client.post("/sdapi/v1/txt2img", json=body_override)
+    assert refused.status_code == 422 and "sd_checkpoint_hash" in refused.text
     info = client.get("/sdapi/v1/script-info").json()
     assert {"name": "always key", "is_alwayson": True, "is_img2img": False} == {
         k: v for k, v in next(s for s in info if s["name"] == "always key").items() if k != "args"}

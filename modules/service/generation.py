@@ -111,7 +111,19 @@ class GenerationService:
         """Load a checkpoint and make it the ``sd_model_checkpoint`` setting."""
         loaded = self.run_exclusive("checkpoint", lambda: self.models.ensure_loaded(title, self._residency(self.settings)))
         self.settings.set("sd_model_checkpoint", loaded.info.title)
+        self._announce(loaded)
         return loaded
+
+    def _announce(self, loaded: LoadedModel) -> None:
+        """A model that became the current one: A1111's ``sd_checkpoint_hash`` setting (its full
+        sha256, empty with --no-hashing) follows it, then extensions' ``on_model_loaded`` hear it."""
+        if self._announced_model == id(loaded.model):
+            return
+        self._announced_model = id(loaded.model)
+        sha = loaded.info.sha256 or ""
+        if self.settings.get("sd_checkpoint_hash") != sha:
+            self.settings.set("sd_checkpoint_hash", sha)
+        self.callbacks.call("model_loaded", loaded.model)
 
     def current_checkpoint_title(self) -> str:
         loaded = self.models.loaded
@@ -365,9 +377,7 @@ class GenerationService:
     def _ready(self, checkpoint: str | None, settings: SettingsView) -> LoadedModel:
         """The checkpoint loaded, with the VAE the settings resolve to for it in place."""
         loaded = self.models.ensure_loaded(checkpoint, self._residency(settings))
-        if self._announced_model != id(loaded.model):
-            self._announced_model = id(loaded.model)
-            self.callbacks.call("model_loaded", loaded.model)
+        self._announce(loaded)
         choice = self.flags.attention or settings.get("cross_attention_optimization")
         if loaded.attention != choice:
             backend = apply_attention(loaded.model.unet, choice, loaded.model.device)

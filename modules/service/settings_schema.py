@@ -92,6 +92,9 @@ SECTIONS: dict[str, str] = {
 _S = Setting
 SCHEMA: tuple[Setting, ...] = (
     _S("sd_model_checkpoint", "", "Stable Diffusion checkpoint", "sd", infotext="Model hash"),
+    # A1111's hidden option: the current checkpoint's full sha256, kept by Hanga (page element
+    # #sd_checkpoint_hash; tag autocomplete watches it).
+    _S("sd_checkpoint_hash", "", "SHA256 hash of the current checkpoint", "sd", per_job=False),
     _S("sd_vae", "Automatic", "SD VAE (Automatic: a VAE named like the checkpoint, else its own; None: its own)", "sd",
        infotext="VAE"),
     _S("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences", "sd"),

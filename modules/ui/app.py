@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from modules.service.generation import GenerationService
@@ -10,7 +12,7 @@ from modules.service.settings_schema import InvalidSetting
 from modules.service.sysinfo import sysinfo
 from modules.ui import extensions_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab, ui_config
 from modules.ui import extras_tab, gallery_tab
-from modules.ui.common import infotext_at, open_picture, picture_at
+from modules.ui.common import REFRESH_OPTIONS_JS, infotext_at, open_picture, picture_at
 
 CSS = """
 .infotext { font-size: 0.9em; word-break: break-word; white-space: normal; }
@@ -19,6 +21,7 @@ CSS = """
 .token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -0.5em; }
 #settings_result .error { color: var(--error-text-color, #c00); }
 .resolution { font-weight: bold; }
+#sd_checkpoint_hash_box { flex-grow: 0; min-width: 6em; align-self: center; font-family: monospace; opacity: 0.7; }
 """
 
 
@@ -28,6 +31,13 @@ def _notice(service: GenerationService) -> str:
     return f"**No checkpoint found.** {service.models.folder_hint()}"
 
 
+def checkpoint_hash_html(sha256: str) -> str:
+    """A1111's ``#sd_checkpoint_hash``: the current checkpoint's short hash, the full one as its
+    title (extensions watch it to learn the checkpoint changed). Kept current by hanga.js."""
+    sha = html.escape(sha256 or "")
+    return f'<a id="sd_checkpoint_hash" title="{sha}">{sha[:10]}</a>'
+
+
 def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown]:
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(
@@ -35,6 +45,8 @@ def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown
             label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint", scale=4,
         )
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", elem_classes=["refresh"], scale=0)
+        gr.HTML(lambda: checkpoint_hash_html(service.settings.get("sd_checkpoint_hash")),
+                elem_id="sd_checkpoint_hash_box", elem_classes=["checkpoint-hash"], min_height=0, padding=False)
         for key in settings_tab.quick_keys(service.settings):
             _quicksetting(service, service.settings.schema[key])
     notice = gr.Markdown(_notice(service), elem_id="checkpoint_notice")
@@ -53,12 +65,12 @@ def _quicksettings(service: GenerationService) -> tuple[gr.Markdown, gr.Dropdown
         service.models.refresh()
         return gr.Dropdown(choices=service.models.titles(), value=service.current_checkpoint_title() or None), _notice(service)
 
-    checkpoint.input(select, checkpoint, checkpoint, concurrency_id="gpu")
+    checkpoint.input(select, checkpoint, checkpoint, concurrency_id="gpu").then(None, js=REFRESH_OPTIONS_JS)
     # A1111's JS selectCheckpoint(name) (extensions' checkpoint lists): the name goes into a hidden
     # box and a hidden button loads it.
     picked = gr.Textbox(visible="hidden", elem_id="hanga_checkpoint_pick")
     change = gr.Button("Change checkpoint", visible="hidden", elem_id="change_checkpoint")
-    change.click(select, picked, checkpoint, concurrency_id="gpu")
+    change.click(select, picked, checkpoint, concurrency_id="gpu").then(None, js=REFRESH_OPTIONS_JS)
     refresh.click(rescan, None, [checkpoint, notice], queue=False)
     return notice, checkpoint
 
@@ -83,7 +95,7 @@ def _follow_checkpoint_cards(service: GenerationService, checkpoint: gr.Dropdown
 
     for tab in tabs:
         tab.extra_networks.pages["checkpoints"].clicked.then(current, None, checkpoint, queue=False,
-                                                             show_progress="hidden")
+                                                             show_progress="hidden").then(None, js=REFRESH_OPTIONS_JS)
 
 
 def _wire_send_to(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_tab.Txt2ImgTab,

@@ -27,6 +27,10 @@ T = TypeVar("T")
 USER_ERRORS = (InvalidRequest, ModelLoadError, NansError, QueueFull, JobCancelled, OutOfMemory)
 SEED_EXTRAS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 
+# The page's opts follow the server after anything that may load another checkpoint (a generation,
+# the checkpoint box): #sd_checkpoint_hash and extensions' onOptionsChanged callbacks then see it.
+REFRESH_OPTIONS_JS = "() => { hangaRefreshOptions(); }"
+
 
 @dataclass
 class FormControls:

@@ -17,7 +17,7 @@ from modules.service.generation import GenerationService
 from modules.service.paste import Pasted
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
-    USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, output_panel,
+    REFRESH_OPTIONS_JS, USER_ERRORS, FormControls, OutputPanel, batch_controls, combined_gallery_outputs, output_panel,
     override_dropdown, SessionJobs, stream_job, style_controls, watch_progress, prompt_row, sampler_controls, refiner_controls, seed_controls, size_controls, slider,
     wire_common, without_seed_extras,
 )
@@ -362,7 +362,7 @@ def build(service: GenerationService) -> Img2ImgTab:
         button.click(interrogator(model), [mode, *pictures, parts["upload_mask"]], fields["prompt"])
 
     inputs = [*fields.values(), *extra_inputs, *scripts.inputs()]
-    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
+    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None).then(None, js=REFRESH_OPTIONS_JS)
     fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)
     return Img2ImgTab(controls, extra_networks, panel, scripts, parts["sub_tabs"], mode, parts["init_img"], parts["inpaint"],
                       inpaint_group, mask_alpha, sizes, scale, preview)

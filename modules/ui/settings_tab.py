@@ -18,7 +18,7 @@ from modules.service.settings_schema import InvalidSetting, Setting
 
 log = logging.getLogger("hanga")
 
-HIDDEN = {"sd_model_checkpoint"}  # shown in the quicksettings bar instead
+HIDDEN = {"sd_model_checkpoint", "sd_checkpoint_hash"}  # the bar shows them; the hash is set on load
 
 
 def quick_keys(settings: Settings) -> list[str]:

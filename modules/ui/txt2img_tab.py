@@ -14,7 +14,7 @@ from modules.core.sampling.schedulers import SCHEDULERS
 from modules.service.generation import GenerationService
 from modules.ui import extra_networks_ui, scripts_ui
 from modules.ui.common import (
-    USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
+    REFRESH_OPTIONS_JS, USER_ERRORS, FormControls, OutputPanel, batch_controls, gallery_outputs, infotext_at,
     output_panel, override_dropdown, picture_at, SessionJobs, follow_job, stream_job, style_controls, prompt_row, sampler_controls, refiner_controls, seed_controls,
     size_controls, slider, wire_common, without_seed_extras,
 )
@@ -147,7 +147,7 @@ def build(service: GenerationService) -> Txt2ImgTab:
         yield from stream_job(service, jobs, session, job, progress)
 
     inputs = [*fields.values(), seeds.seed_extras, overrides, styles, *scripts.inputs()]
-    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None)
+    row.generate.click(run, inputs, panel.outputs(), concurrency_limit=None).then(None, js=REFRESH_OPTIONS_JS)
     fields["prompt"].submit(run, inputs, panel.outputs(), concurrency_limit=None)
 
     def upscale(gallery_value, index: int, state: dict, *values, progress=gr.Progress()):
