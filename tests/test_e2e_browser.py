@@ -316,6 +316,8 @@ def test_extensions_tab_script_setting_js_and_css_in_the_browser(data_dir, brows
         while server.log.read_text().count("Running on local URL") < 2 or not server.answers():  # started anew
             assert time.time() < deadline, "Hanga did not come back after Apply and restart UI"
             time.sleep(0.5)
+        events = data_dir / "extensions" / "ui-bits" / "events.log"
+        assert events.read_text(encoding="utf-8") == "before_reload\nscript_unloaded\n"  # fired before the restart
         page.goto(server.url)
         expect(page.locator("#ui_bits_banner")).to_have_count(1, timeout=60_000)
         expect(page.locator("#txt2img_script_container").get_by_text("Always key")).to_have_count(0)

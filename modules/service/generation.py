@@ -125,6 +125,12 @@ class GenerationService:
             self.settings.set("sd_checkpoint_hash", sha)
         self.callbacks.call("model_loaded", loaded.model)
 
+    def before_restart(self) -> None:
+        """Hanga is about to start again (Reload UI, extensions applied): extensions'
+        ``on_before_reload`` then ``on_script_unloaded`` callbacks undo what they set up."""
+        self.callbacks.call("before_reload")
+        self.callbacks.call("script_unloaded")
+
     def current_checkpoint_title(self) -> str:
         loaded = self.models.loaded
         return loaded.info.title if loaded else self.settings.get("sd_model_checkpoint")

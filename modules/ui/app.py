@@ -181,7 +181,8 @@ def build_ui(service: GenerationService, extension_access: bool = True, flags=No
                     blocks.render()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build(service.settings, sysinfo=lambda: sysinfo(service, flags),
-                                   reload_ui=extensions_tab.restart_process if extension_access else None,
+                                   reload_ui=(lambda: extensions_tab.restart_process(before=service.before_restart))
+                                   if extension_access else None,
                                    lock_folders=bool(getattr(flags, "hide_ui_dir_config", False)))
             if getattr(service, "extensions", None) is not None:
                 with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):

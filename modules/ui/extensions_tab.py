@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Callable
 
 import gradio as gr
 
@@ -36,9 +37,12 @@ def _table(extensions: list[Extension]) -> str:
     return f"<table id='extensions_table'>{head}{''.join(rows)}</table>" if rows else "<p>No extensions installed.</p>"
 
 
-def restart_process(delay: float = 1.0) -> None:
-    """Start Hanga again in this process (same arguments): extensions load anew."""
+def restart_process(delay: float = 1.0, before: Callable[[], None] | None = None) -> None:
+    """Start Hanga again in this process (same arguments): extensions load anew. ``before`` runs
+    first (extensions' ``on_before_reload`` and ``on_script_unloaded`` callbacks)."""
     def again() -> None:
+        if before is not None:
+            before()
         log.info("Restarting to apply the extension changes…")
         os.execv(sys.executable, [sys.executable, *sys.argv])
 
@@ -68,7 +72,7 @@ def build(service: GenerationService, allowed: bool) -> None:
         if not allowed:
             raise gr.Error(REFUSED)
         service.settings.set("disabled_extensions", sorted(set(names) - set(chosen or [])))
-        restart_process()
+        restart_process(before=service.before_restart)
         return "Saved. Hanga restarts now; reload this page in a few seconds."
 
     def check_updates() -> str:

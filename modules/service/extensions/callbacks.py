@@ -16,7 +16,8 @@ log = logging.getLogger("hanga")
 
 # The events Hanga fires, and where (others are accepted and never called; see README).
 FIRED = ("app_started", "model_loaded", "ui_tabs", "ui_settings", "before_image_saved", "image_saved",
-         "infotext_pasted", "before_ui", "after_component", "cfg_denoiser", "cfg_denoised", "cfg_after_cfg")
+         "infotext_pasted", "before_ui", "after_component", "cfg_denoiser", "cfg_denoised", "cfg_after_cfg",
+         "before_reload", "script_unloaded")
 
 
 @dataclass
