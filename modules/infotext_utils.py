@@ -13,7 +13,7 @@ from modules.core.png_meta import read_infotext
 from modules.service.extensions import context
 
 __all__ = ["ParamBinding", "bind_buttons", "create_buttons", "image_from_url_text", "parse_generation_parameters",
-           "paste_fields", "read_info_from_image", "register_paste_params_button", "registered_param_bindings"]
+           "paste_fields", "read_info_from_image", "register_paste_params_button"]
 
 
 def parse_generation_parameters(text: str, skip_fields: list[str] | None = None) -> dict:
@@ -49,7 +49,9 @@ def image_from_url_text(filedata):
 
 @dataclass
 class ParamBinding:
-    """A paste button an extension registers (IIB): recorded; Hanga's tabs do not wire it (README)."""
+    """A paste button an extension registers (image browsers): once the page is built, a click
+    sends ``source_image_component``'s picture and ``source_text_component``'s infotext (else the
+    picture's own) to ``tabname`` ("txt2img", "img2img", "inpaint" or "extras"), as PNG Info does."""
 
     paste_button: Any
     tabname: str
@@ -60,12 +62,17 @@ class ParamBinding:
     paste_field_names: list = field(default_factory=list)
 
 
-registered_param_bindings: list[ParamBinding] = []
 paste_fields: dict[str, dict] = {}
 
 
+def __getattr__(name: str):
+    if name == "registered_param_bindings":  # A1111's list: the running host's paste buttons
+        return context.current().callbacks.paste_buttons
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def register_paste_params_button(binding: ParamBinding) -> None:
-    registered_param_bindings.append(binding)
+    context.current().callbacks.paste_buttons.append(binding)
 
 
 def create_buttons(tabs_list: list[str]) -> dict:

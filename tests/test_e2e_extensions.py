@@ -162,3 +162,36 @@ def test_select_checkpoint_from_js_and_the_hash_element_follows(page, server, ti
     page.reload()  # a fresh page shows it from the start
     page.wait_for_function("document.body.dataset.patternsSetup !== undefined", timeout=60_000)
     expect(page.locator("#sd_checkpoint_hash")).to_have_attribute("title", first)
+
+
+def test_an_image_browsers_paste_buttons_send_to_the_tabs(page, tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    infotext = PngInfo()
+    infotext.add_text("parameters", "a paper crane\nSteps: 9, Sampler: Euler, CFG scale: 6, Seed: 1234, Size: 64x48")
+    picture = tmp_path / "sent.png"
+    Image.new("RGB", (64, 48), (30, 120, 200)).save(picture, pnginfo=infotext)
+    page.click("#tab_patterns-button")
+    page.locator("#patterns_send_info textarea").fill(
+        "a red fox\nNegative prompt: mud\nSteps: 7, Sampler: Euler, CFG scale: 5, Seed: 77, Size: 64x64")
+    page.click("#patterns_send_txt2img")  # register_paste_params_button: the text box's infotext
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a red fox")
+    expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("mud")
+    expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("7")
+    page.click("#tab_patterns-button")
+    page.locator("#patterns_send_image input[type=file]").set_input_files(str(picture))
+    expect(page.locator("#patterns_send_image img")).to_have_count(1, timeout=30_000)
+    page.locator("#patterns_send_info textarea").fill("")  # no text: the picture's own infotext
+    page.click("#patterns_send_img2img")
+    expect(page.locator("#img2img_prompt textarea")).to_have_value("a paper crane")
+    expect(page.locator("#img2img_steps input[type=number]")).to_have_value("9")
+    expect(page.locator("#img2img_image img")).to_have_count(1)
+    page.click("#tab_patterns-button")
+    page.click("#inpaint_tab")
+    expect(page.locator("#img2maskimg")).to_be_visible(timeout=30_000)  # the Inpaint sub-tab and its controls
+    expect(page.locator("#img2img_mask_blur")).to_be_visible()
+    page.click("#tab_patterns-button")
+    page.click("#extras_tab")  # create_buttons + bind_buttons (the old module name)
+    expect(page.locator("#extras_image img")).to_have_count(1, timeout=30_000)
+    expect(page.locator("#tab_extras")).to_be_visible()

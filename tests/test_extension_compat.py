@@ -194,6 +194,31 @@ def test_small_facades(bound):
     words = bound["folder"] / "data" / "words.txt"
     assert hashes.sha256_from_cache(str(words), "x") is None and len(hashes.sha256(str(words), "x")) == 64
     assert hashes.sha256_from_cache(str(words), "x") == hashes.calculate_sha256(str(words))
+    # The patterns tab's paste buttons: two registered by hand, two by create_buttons + bind_buttons.
+    bindings = infotext_utils.registered_param_bindings
+    assert bindings is bound["service"].callbacks.paste_buttons
+    assert [b.tabname for b in bindings] == ["txt2img", "img2img", "inpaint", "extras"]
+    assert [b.paste_button.elem_id for b in bindings[2:]] == ["inpaint_tab", "extras_tab"]
+    assert all(b.source_image_component is bindings[0].source_image_component for b in bindings)
+
+
+def test_a_paste_button_for_an_unknown_tab_is_left_unwired(bound, caplog):
+    import gradio as gr
+
+    from modules import infotext_utils
+    from modules.ui.app import build_ui
+
+    service = bound["service"]
+    before = list(service.callbacks.paste_buttons)
+    with gr.Blocks():
+        stray = gr.Button("Send to nowhere")
+    infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(stray, "train"))
+    try:
+        with caplog.at_level("WARNING", logger="hanga"):
+            build_ui(service)  # (the patterns tab, built again, registers its buttons again)
+    finally:
+        service.callbacks.paste_buttons[:] = before
+    assert "Paste button for 'train' ignored" in caplog.text
 
 
 def encoded(path: str) -> str:

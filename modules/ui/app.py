@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import logging
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from modules.service.generation import GenerationService
 from modules.service.models import ModelLoadError
@@ -12,7 +15,10 @@ from modules.service.settings_schema import InvalidSetting
 from modules.service.sysinfo import sysinfo
 from modules.ui import extensions_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab, ui_config
 from modules.ui import extras_tab, gallery_tab
+from modules.core.png_meta import read_infotext
 from modules.ui.common import REFRESH_OPTIONS_JS, infotext_at, open_picture, picture_at
+
+log = logging.getLogger("hanga")
 
 CSS = """
 .infotext { font-size: 0.9em; word-break: break-word; white-space: normal; }
@@ -145,6 +151,73 @@ def _wire_send_to_extras(tabs: gr.Tabs, extras: extras_tab.ExtrasTab, txt2img: t
     pnginfo.send_extras.click(from_file, pnginfo.image, outputs, queue=False)
 
 
+def _source_picture(value, component) -> Image.Image | None:
+    """A paste binding's picture: what an image component gives (a picture, an array, a file
+    Gradio stored); a path typed in a text box is not opened."""
+    if value is None:
+        return None
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    if isinstance(value, dict):
+        value = value.get("composite") or value.get("background") or value.get("path")
+        return _source_picture(value, component)
+    if isinstance(value, str) and isinstance(component, (gr.Image, gr.File, gr.ImageEditor)):
+        return open_picture(value)
+    return None
+
+
+def _wire_paste_buttons(service: GenerationService, tabs: gr.Tabs, txt2img: txt2img_tab.Txt2ImgTab,
+                        img2img: img2img_tab.Img2ImgTab, extras: extras_tab.ExtrasTab) -> None:
+    """Extensions' paste buttons (A1111's ``register_paste_params_button``, image browsers): a click
+    sends the binding's picture and infotext (the text box's, else the picture's own) to the tab it
+    names, pasting the infotext into that tab's controls as PNG Info's buttons do."""
+    for binding in list(service.callbacks.paste_buttons):
+        button, tab = binding.paste_button, str(binding.tabname or "")
+        image_source, text_source = binding.source_image_component, binding.source_text_component
+        if not hasattr(button, "click") or tab not in ("txt2img", "img2img", "inpaint", "extras"):
+            log.warning("Paste button for %r ignored: the tab must be txt2img, img2img, inpaint or extras", tab)
+            continue
+        sources = [source for source in (image_source, text_source) if source is not None]
+
+        def read(values, image_source=image_source, text_source=text_source):
+            values = list(values)
+            picture = _source_picture(values.pop(0), image_source) if image_source is not None else None
+            text = values.pop(0) if text_source is not None else None
+            if not isinstance(text, str) or not text.strip():
+                text = read_infotext(picture)[0] if picture is not None else None
+            return picture, text or "", values
+
+        if tab == "txt2img":
+            def send(*values, read=read):
+                _, text, _ = read(values)
+                return [*txt2img.controls.paste_updates(service.paste(text)), gr.Tabs(selected="txt2img")]
+
+            button.click(send, sources, [*txt2img.controls.paste_outputs(), tabs], queue=False)
+        elif tab == "extras":
+            def send(*values, read=read):
+                picture, _, _ = read(values)
+                if picture is None:
+                    raise gr.Error("No image to send")
+                return [*extras.send_updates(picture), gr.Tabs(selected="extras")]
+
+            button.click(send, sources, [*extras.send_outputs(), tabs], queue=False)
+        else:
+            mode = img2img_tab.IMG2IMG if tab == "img2img" else img2img_tab.INPAINT
+
+            def send(*values, read=read, mode=mode):
+                picture, text, (known, factor) = read(values)
+                pasted = service.paste(text)
+                if picture is None:  # the infotext alone: the controls change, the picture stays
+                    controls = img2img.controls.paste_updates(pasted)
+                    rest = len(img2img.send_outputs(mode)) - 1 - len(controls)
+                    return [gr.skip(), *controls, *[gr.skip()] * rest, gr.Tabs(selected="img2img")]
+                return [*img2img.send_updates(mode, picture, pasted, known, factor), gr.Tabs(selected="img2img")]
+
+            button.click(send, [*sources, *img2img.send_inputs()], [*img2img.send_outputs(mode), tabs], queue=False)
+
+
 def _extension_tabs(service: GenerationService) -> list[tuple]:
     """``on_ui_tabs`` results, built before the page (A1111 renders them into tabs later)."""
     callbacks = service.callbacks
@@ -190,5 +263,6 @@ def build_ui(service: GenerationService, extension_access: bool = True, flags=No
         ui_config.apply(service.paths.data / "ui-config.json", {"txt2img": txt2img_block, "img2img": img2img_block})
         _wire_send_to(service, tabs, txt2img, img2img, pnginfo)
         _wire_send_to_extras(tabs, extras, txt2img, img2img, pnginfo)
+        _wire_paste_buttons(service, tabs, txt2img, img2img, extras)
         _follow_checkpoint_cards(service, checkpoint, txt2img, img2img)
     return demo

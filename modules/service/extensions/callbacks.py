@@ -56,6 +56,9 @@ class Registered:
 class Callbacks:
     by_event: dict[str, list[Registered]] = field(default_factory=dict)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (extension, event, traceback)
+    # Extensions' paste buttons (A1111's infotext_utils.register_paste_params_button): ParamBinding
+    # objects, wired to the tab they name once the page is built.
+    paste_buttons: list = field(default_factory=list)
 
     def add(self, event: str, callback: Callable, extension: str, name: str | None = None) -> None:
         if not callable(callback):
