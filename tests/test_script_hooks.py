@@ -100,6 +100,11 @@ def test_postprocess_batch_edits_in_place_and_batch_list_may_reorder(service):
     assert [pixels(image).tolist() for image in singles(dropped)] == [pixels(image).tolist() for image in singles(plain)]
 
 
+def test_p_scripts_and_script_args_in_a1111s_layout(service):
+    _, calls = run(service, "layout")
+    assert "layout:['layout']:True:0:False" in calls
+
+
 def test_lists_a_script_left_too_short_are_the_requests_error(service):
     with pytest.raises(ValueError, match="all_prompts.*1 entries for 2 images"):
         run(service, "short", batch_size=2)

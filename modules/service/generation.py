@@ -42,7 +42,7 @@ from modules.core.version import infotext_version
 from modules.service.models import LoadedModel, ModelService, Residency
 from modules.service.networks import EmbeddingLibrary, HypernetworkLibrary, LoraLibrary
 from modules.service.paste import Pasted, overrides_from_entries, paste
-from modules.service.processing import Processed, Processing
+from modules.service.processing import Processed, Processing, script_layout
 from modules.service.extensions.callbacks import Callbacks, ImageSaveParams, PostprocessBatchListArgs, PostprocessImageArgs
 from modules.service.progress import JobState, PreviewPlan, ProgressSnapshot
 from modules.service.queue import Job, JobQueue
@@ -322,6 +322,10 @@ class GenerationService:
             return self._save(sample, p.request, base, tab)
 
         p.save_sample = save_sample
+        selectable = self.scripts.selectable(is_img2img)
+        chosen_index = selectable.index(chosen) + 1 if chosen in selectable else 0
+        p.scripts, p.script_args = script_layout(is_img2img, list(always), chosen, list(script[1]) if chosen else (),
+                                                 chosen_index)
         started = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         clock = time.perf_counter()
         self.state.begin(tab, on_progress, job_id=job.id, preview=self._preview_plan(base))

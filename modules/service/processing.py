@@ -71,6 +71,33 @@ class Processing:
 
 
 @dataclass
+class ScriptRunnerView:
+    """A1111's ``p.scripts``: the job's scripts — its tab's always-on ones and the Script dropdown's
+    choice — whose arguments sit in ``p.script_args`` at ``[script.args_from:script.args_to]``."""
+
+    is_img2img: bool
+    alwayson_scripts: list = field(default_factory=list)
+    selectable_scripts: list = field(default_factory=list)
+
+    @property
+    def scripts(self) -> list:
+        return [*self.alwayson_scripts, *self.selectable_scripts]
+
+
+def script_layout(is_img2img: bool, always: list, chosen=None, chosen_args=(), chosen_index: int = 0):
+    """(``p.scripts``, ``p.script_args``) in A1111's layout: ``script_args[0]`` is the chosen
+    script's 1-based index in the dropdown (0: none), then each always-on script's arguments, then
+    the chosen script's; each script's ``args_from`` / ``args_to`` give its slice."""
+    flat: list = [chosen_index if chosen is not None else 0]
+    for script, args in [*always, *([(chosen, chosen_args)] if chosen is not None else [])]:
+        script.args_from = len(flat)
+        flat.extend(args)
+        script.args_to = len(flat)
+    view = ScriptRunnerView(is_img2img, [script for script, _ in always], [chosen] if chosen is not None else [])
+    return view, tuple(flat)
+
+
+@dataclass
 class Processed:
     """One job's outcome; ``images`` may start with a grid (then ``index_of_first_image`` is 1)."""
 
