@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from modules.service.extensions import context
 from modules.service.processing import Processed, Processing, process_images  # noqa: F401 - A1111's names
 
 __all__ = ["Processed", "process_images", "fix_seed", "StableDiffusionProcessing",
@@ -18,7 +19,20 @@ class _Kind(type):
 
 
 class StableDiffusionProcessing(metaclass=_Kind):
+    """``StableDiffusionProcessingTxt2Img(prompt=…, steps=…)`` / ``…Img2Img(init_images=[…], …)``
+    build a ``p`` for ``process_images`` with A1111's keyword names (the running Hanga's)."""
+
     _img2img = None
+
+    def __new__(cls, *args, **kwargs):
+        if cls._img2img is None:
+            raise TypeError("build a StableDiffusionProcessingTxt2Img or StableDiffusionProcessingImg2Img")
+        if args:
+            raise TypeError(f"{cls.__name__} takes keyword arguments only (A1111's names)")
+        service = context.current().service
+        if service is None:
+            raise RuntimeError(f"{cls.__name__} needs the running Hanga (build it from a script's hook or callback)")
+        return service.new_processing(cls._img2img, kwargs)
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):

@@ -105,6 +105,35 @@ def test_p_scripts_and_script_args_in_a1111s_layout(service):
     assert "layout:['layout']:True:0:False" in calls
 
 
+def test_a_script_may_build_its_own_img2img_p_and_process_it_like_adetailer(service, tmp_path):
+    from modules.core.generation.request import Img2ImgRequest
+
+    plain, _ = run(service, "off", seed=30)
+    fixed, calls = run(service, "nested", seed=30)
+    assert "nested:(64, 64):130:1" in calls
+    again = service.img2img(Img2ImgRequest(prompt="a paper boat", init_images=(plain.images[0],), denoising_strength=0.5,
+                                           seed=130, sampler_name="Euler", steps=3, cfg_scale=6, width=64, height=64),
+                            save_images=False).processed
+    assert np.abs(pixels(fixed.images[0]) - pixels(again.images[0])).max() <= 2  # the nested job's picture replaced it
+    assert np.abs(pixels(fixed.images[0]) - pixels(plain.images[0])).max() > 10
+    assert fixed.infotexts == plain.infotexts  # the outer job's metadata
+
+
+def test_built_p_refuses_positional_and_unknown_fields(service):
+    from modules import processing
+    from modules.service.extensions import context
+
+    context.bind(service=service)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        processing.StableDiffusionProcessingTxt2Img("a kite")
+    with pytest.raises(TypeError, match="build a StableDiffusionProcessingTxt2Img"):
+        processing.StableDiffusionProcessing(prompt="a kite")
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a kite", steps=2, width=64, height=64, seed=4,
+                                                    sampler_index=0, comments={})  # unknown names: attributes
+    assert isinstance(p, processing.StableDiffusionProcessingTxt2Img) and p.request.steps == 2 and p.comments == {}
+    assert processing.process_images(p).all_seeds == [4]
+
+
 def test_lists_a_script_left_too_short_are_the_requests_error(service):
     with pytest.raises(ValueError, match="all_prompts.*1 entries for 2 images"):
         run(service, "short", batch_size=2)

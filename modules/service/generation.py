@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -430,6 +430,46 @@ class GenerationService:
                            hires=load(hires), hires_title=short(hires) if hires else None,
                            refiner=load(refiner), refiner_title=short(refiner) if refiner else None)
 
+    def new_processing(self, is_img2img: bool, values: dict) -> Processing:
+        """A ``p`` an extension builds itself (A1111's ``StableDiffusionProcessingImg2Img(...)`` with
+        its keyword names), for ``process_images(p)``, also from inside another job's hooks (as
+        ADetailer does). Request fields come from ``values`` (None keeps the default); the rest
+        become ``p``'s attributes (``do_not_save_samples``, ``override_settings``, …). The scripts
+        it names in ``p.scripts`` / ``p.script_args`` run their hooks; by default none does."""
+        kind = Img2ImgRequest if is_img2img else Txt2ImgRequest
+        names = {f.name for f in fields(kind)}
+        given = {key: value for key, value in values.items() if key in names and value is not None}
+        for key in ("init_images",):
+            if key in given and isinstance(given[key], list):
+                given[key] = tuple(given[key])
+        try:
+            request = kind(**given)
+        except TypeError as error:
+            raise InvalidRequest("processing", str(error)) from error
+        tab = "img2img" if is_img2img else "txt2img"
+
+        def runner(p: Processing) -> Processed:
+            scripts = getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or []
+            script_args = list(getattr(p, "script_args", None) or [])
+            always = [(script, script_args[script.args_from:script.args_to]) for script in scripts
+                      if getattr(script, "args_from", None) is not None]
+            save = None if not p.do_not_save_samples else False
+            processed = self._process(p, tab, save, [], always)
+            self._hooks(always, "postprocess", p, processed)
+            return processed
+
+        p = Processing(request, is_img2img=is_img2img, runner=runner,
+                       override_settings=values.get("override_settings") or {},
+                       outpath_samples=values.get("outpath_samples") or "", outpath_grids=values.get("outpath_grids") or "")
+        p.scripts, p.script_args = None, ()
+        for key, value in values.items():
+            if key in names or key in ("override_settings", "outpath_samples", "outpath_grids"):
+                continue
+            if key == "extra_generation_params":
+                value = dict(value or {})
+            setattr(p, key, value)
+        return p
+
     @staticmethod
     def _run_script(script, p: Processing, args: Sequence) -> Processed | None:
         """A script's own argument errors (ValueError naming the value) are the request's errors."""
@@ -521,6 +561,7 @@ class GenerationService:
         options = self.generation_options(settings)
         save = _saves_samples(settings, save_images) and not p.do_not_save_samples
         loaded = self._ready(settings.get("sd_model_checkpoint") or None, settings)
+        p.sd_model = loaded.model
         lists = self._prompt_lists(p, options, always)  # `process` may read the loaded model (shared.sd_model)
         saved: list[Path | None] = []
         request = p.request

@@ -36,6 +36,14 @@ class Processing:
         self.outpath_grids = outpath_grids
         self.outpath_samples = outpath_samples
         self.n_rows = -1  # setting n_rows: grid rows (-1 automatic, 0 = batch size)
+        # A1111 fields extensions read or reset that Hanga keeps elsewhere: styles are already in the
+        # prompts, conditioning is encoded per batch (so resetting the caches changes nothing).
+        self.styles: list = []
+        self.tiling = False
+        self.restore_faces = False
+        self.sd_model = None  # the loaded model, set when the job has it (A1111's p.sd_model)
+        self.cached_c, self.cached_uc = [None, None], [None, None]
+        self.cached_hr_c, self.cached_hr_uc = [None, None], [None, None]
         # Saves a script's grid as "<basename>-NNNN.png" when the grid_save setting says so (set by the service).
         self.save_grid: Callable[..., object] = lambda image, infotext, basename="grid": None
         # Saves a picture a script composed itself (SD upscale, outpainting) as a normal sample,
