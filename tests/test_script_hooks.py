@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from modules.core.infotext import parse_infotext
 from tests.test_extensions import request, start, with_extensions
@@ -117,6 +118,34 @@ def test_a_script_may_build_its_own_img2img_p_and_process_it_like_adetailer(serv
     assert np.abs(pixels(fixed.images[0]) - pixels(again.images[0])).max() <= 2  # the nested job's picture replaced it
     assert np.abs(pixels(fixed.images[0]) - pixels(plain.images[0])).max() > 10
     assert fixed.infotexts == plain.infotexts  # the outer job's metadata
+
+
+@pytest.mark.parametrize("outer, nested", [
+    ("a kite <lora:detail:1>", "a paper boat <lora:detail:1>"),  # the same LoRA again: merged once, not twice
+    ("a kite <lora:detail:0.5>", "a paper boat"),  # the outer job's LoRA stays out of the nested job
+])
+def test_a_nested_job_has_its_own_loras_only(service, outer, nested):
+    from safetensors.torch import save_file
+
+    from modules.core.generation.request import Img2ImgRequest
+    from tests.fixtures.tiny_sd import build_tiny_sd1
+    from tests.test_lora import kohya_lora
+
+    folder = service.paths.data / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "detail.safetensors").exists():
+        save_file(kohya_lora(build_tiny_sd1(seed=0), scale=0.5), str(folder / "detail.safetensors"))
+    plain, _ = run(service, "off", seed=31, prompt=outer)
+    weights = {key: value.clone() for key, value in service.models.loaded.model.unet.state_dict().items()}
+    fixed, calls = run(service, "nested", seed=31, prompt=outer)
+    assert "nested:(64, 64):131:1" in calls
+    again = service.img2img(Img2ImgRequest(prompt=nested, init_images=(plain.images[0],), denoising_strength=0.5,
+                                           seed=131, sampler_name="Euler", steps=3, cfg_scale=6, width=64, height=64),
+                            save_images=False).processed
+    assert np.abs(pixels(fixed.images[0]) - pixels(again.images[0])).max() <= 2
+    after = service.models.loaded.model.unet.state_dict()
+    assert all(torch.equal(weights[key], after[key]) for key in weights)  # every LoRA out again
+    assert service.models.loaded.model.lora_mergers == []
 
 
 def test_built_p_refuses_positional_and_unknown_fields(service):

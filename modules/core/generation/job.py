@@ -385,7 +385,7 @@ def run_job(
                 on_image(generated)
     finally:
         if merger is not None:
-            merger.patch.restore()
+            merger.finish()
     result.interrupted = progress.interrupted()
     return result
 
@@ -409,13 +409,39 @@ def _generated(image: Image.Image, index: int, stopped: bool, request: Txt2ImgRe
 class LoraMerger:
     """A job's LoRAs: the ones the batch's first prompt names (A1111 reads a batch's networks from
     it) are merged into every model the batch runs on, and taken out exactly at the end of the job.
-    "Lora hashes" records them."""
+    "Lora hashes" records them. A job started from inside this one's hooks (a script's own
+    ``process_images``) has its own LoRAs only, as in A1111: this job's come out while it runs and
+    go back in when it ends."""
 
     def __init__(self, source: LoraSource, result: GenerationResult):
         self.source, self.result = source, result
         self.patch = LoraPatch()
         self.wanted: tuple = ()
         self.models: list[StableDiffusionModel] = []  # the models the wanted LoRAs are merged into
+        self.suspended: list[StableDiffusionModel] = []  # models whose LoRAs a nested job took out
+        self.registered: list[StableDiffusionModel] = []  # models whose ``lora_mergers`` list this one
+
+    def suspend(self) -> None:
+        """A nested job takes over: this job's LoRAs come out of every model until ``resume``."""
+        if self.models:
+            self.patch.restore()
+            self.suspended, self.models = self.suspended + self.models, []
+
+    def resume(self) -> None:
+        models, self.suspended = self.suspended, []
+        for model in models:
+            self.follow(model, required=False)
+
+    def finish(self) -> None:
+        """The job ends: its LoRAs come out, and an outer job's go back in."""
+        self.patch.restore()
+        touched, self.registered = self.registered, []
+        self.models, self.suspended = [], []
+        for model in touched:
+            if self in model.lora_mergers:
+                model.lora_mergers.remove(self)
+            if model.lora_mergers:
+                model.lora_mergers[-1].resume()
 
     def for_batch(self, model: StableDiffusionModel, prompt: str) -> None:
         try:
@@ -432,6 +458,12 @@ class LoraMerger:
         fit (a refiner of another architecture) is left as it is unless ``required``."""
         if any(merged is model for merged in self.models):
             return
+        for other in model.lora_mergers:
+            if other is not self:
+                other.suspend()
+        if self not in model.lora_mergers:
+            model.lora_mergers.append(self)
+            self.registered.append(model)
         self.models.append(model)
         hashes = []
         for name, te, unet in self.wanted:

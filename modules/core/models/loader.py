@@ -65,6 +65,9 @@ class StableDiffusionModel:
     # Where generation runs. Components may wait elsewhere between uses (--medvram, --lowvram):
     # tensors a job makes (noise, latents, tokens) go here, not to wherever a component sits.
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # The jobs' LoRA mergers whose LoRAs are in this model's weights, outermost first: a job run from
+    # inside another job's hooks takes the outer job's LoRAs out and puts them back when it ends.
+    lora_mergers: list = field(default_factory=list, repr=False, compare=False)
 
     def text_encoders(self) -> list[torch.nn.Module]:
         return [self.text_encoder] + ([self.text_encoder_2] if self.text_encoder_2 is not None else [])
