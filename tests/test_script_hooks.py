@@ -245,3 +245,26 @@ def test_cfg_callbacks_hear_the_hires_pass_too(cfg_service):
     denoiser = [entry for entry in seen if entry[0] == "denoiser"]
     assert [entry[1:4] for entry in denoiser] == [(0, 3, (2, 4, 8, 8)), (0, 3, (2, 4, 8, 8)), (1, 3, (2, 4, 8, 8)),
                                                   (0, 2, (2, 4, 12, 12)), (0, 2, (2, 4, 12, 12))]
+
+
+def test_the_script_runner_copies_and_filters_like_adetailer_does(service):
+    import copy
+
+    script = next(s for s in service.scripts.always_on(False) if s.title() == "Hook order")
+    script.calls.clear()
+    seen = {}
+    original = script.process
+
+    def process(p, mode):  # what ADetailer's script_filter does with p.scripts
+        runner = copy.copy(p.scripts)
+        runner.alwayson_scripts = [s for s in runner.alwayson_scripts if s.filename and s.filename.endswith("hook_order.py")]
+        seen["kept"] = [s.title() for s in runner.alwayson_scripts]
+        seen["outer"] = [s.title() for s in p.scripts.alwayson_scripts]
+        return original(p, mode)
+
+    script.process = process
+    try:
+        service.txt2img(request(), alwayson={"Hook order": ["off"]})
+    finally:
+        del script.process
+    assert seen == {"kept": ["Hook order"], "outer": ["Hook order"]}

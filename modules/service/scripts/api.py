@@ -92,6 +92,10 @@ class Script:
 
     # A1111's scripts get one instance per tab; None here means "one instance serves both".
     tab_is_img2img: bool | None = None
+    filename: str | None = None  # the file it came from (extensions' scripts)
+    # Its slice of ``p.script_args`` in the job running now (A1111's layout, set per job).
+    args_from: int | None = None
+    args_to: int | None = None
 
     def title(self) -> str:
         raise NotImplementedError
