@@ -14,13 +14,17 @@ from modules.core.infotext import parse_infotext
 from tests.test_extensions import request, start, with_extensions
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, tiny_checkpoint):
-    data_dir = with_extensions(tmp_path_factory.mktemp("hooks"), "hook-order")
+def started_with(extension: str, data_dir, tiny_checkpoint):
+    """Hanga started on ``data_dir`` with one test extension and the tiny checkpoint."""
+    with_extensions(data_dir, extension)
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
     shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
-    _, service = start(data_dir)
-    return service
+    return start(data_dir)[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_checkpoint):
+    return started_with("hook-order", tmp_path_factory.mktemp("hooks"), tiny_checkpoint)
 
 
 def run(service, mode, **fields):
@@ -185,10 +189,7 @@ def test_process_before_every_sampling_starts_img2img_from_the_init_latent(servi
 
 @pytest.fixture(scope="module")
 def cfg_service(tmp_path_factory, tiny_checkpoint):
-    data_dir = with_extensions(tmp_path_factory.mktemp("cfg"), "cfg-callbacks")
-    (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_checkpoint, data_dir / "models" / "Stable-diffusion" / tiny_checkpoint.name)
-    _, service = start(data_dir)
+    service = started_with("cfg-callbacks", tmp_path_factory.mktemp("cfg"), tiny_checkpoint)
     watcher = service.callbacks.by_event["cfg_denoiser"][0].callback.__self__
     return service, watcher
 
