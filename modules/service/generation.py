@@ -439,9 +439,8 @@ class GenerationService:
         kind = Img2ImgRequest if is_img2img else Txt2ImgRequest
         names = {f.name for f in fields(kind)}
         given = {key: value for key, value in values.items() if key in names and value is not None}
-        for key in ("init_images",):
-            if key in given and isinstance(given[key], list):
-                given[key] = tuple(given[key])
+        if isinstance(given.get("init_images"), list):
+            given["init_images"] = tuple(given["init_images"])
         try:
             request = kind(**given)
         except TypeError as error:
@@ -453,8 +452,7 @@ class GenerationService:
             script_args = list(getattr(p, "script_args", None) or [])
             always = [(script, script_args[script.args_from:script.args_to]) for script in scripts
                       if getattr(script, "args_from", None) is not None]
-            save = None if not p.do_not_save_samples else False
-            processed = self._process(p, tab, save, [], always)
+            processed = self._process(p, tab, False if p.do_not_save_samples else None, [], always)
             self._hooks(always, "postprocess", p, processed)
             return processed
 
