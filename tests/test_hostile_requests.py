@@ -59,6 +59,9 @@ def data(tmp_path_factory, tiny_checkpoint):
 def app(data):
     flags = parse_flags(["--api", "--data-dir", str(data), "--skip-torch-cuda-test", "--use-cpu", "all"])
     service = webui.create_service(flags)
+    # Loaded first, as the server preloads it at start: the first generation then changes no setting
+    # (loading sets sd_checkpoint_hash), so the tests can ask that a refused request changes none.
+    service.select_checkpoint(service.models.titles()[0])
     return service, TestClient(build_app(service, flags))
 
 
